@@ -1,1 +1,94 @@
-fn main() {}
+//! `socket-server`: reads its settings (flags, environment, defaults), installs the log and the
+//! signal handlers, and runs the server. A setting that cannot work stops the start with one
+//! line naming it and exit code 2.
+
+mod cli;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("socket-server: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = error.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid settings");
+            return fail(line.trim_start_matches("error: "));
+        }
+    };
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(error) => return fail(error),
+    };
+    let logger =
+        match rpa_server::logging::logger(&config.log_dir, &config.log_level, config.log_to_stderr)
+        {
+            Ok(logger) => logger,
+            Err(error) => return fail(format_args!("--log-dir: {error}")),
+        };
+    log::set_max_level(logger.max_level);
+    if log::set_boxed_logger(logger.log).is_err() {
+        return fail("a logger was already installed");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format_args!("cannot start the runtime: {error}")),
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: rpa_server::Config) -> ExitCode {
+    // Installed before the ready line: a signal that arrives early must not kill the process.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => return fail(format_args!("cannot install signal handlers: {error}")),
+    };
+    let server = match rpa_server::Server::start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            log::error!("cannot start: {error}");
+            return fail(error);
+        }
+    };
+    match server.local_addr() {
+        Ok(address) => {
+            let mut stdout = std::io::stdout();
+            let _ = writeln!(stdout, "listening on {address}");
+            let _ = stdout.flush();
+            log::info!("listening on {address}");
+        }
+        Err(error) => return fail(format_args!("--listen: {error}")),
+    }
+    server.run(shutdown).await;
+    ExitCode::SUCCESS
+}
+
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => log::info!("SIGTERM received"),
+            _ = interrupt.recv() => log::info!("SIGINT received"),
+        }
+    })
+}

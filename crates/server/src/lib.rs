@@ -1,1 +1,16 @@
 #![doc = include_str!("../README.md")]
+
+mod app;
+pub mod config;
+mod db;
+mod dispatch;
+mod listener;
+pub mod logging;
+mod metrics;
+mod problem;
+mod rest;
+mod views;
+mod ws;
+
+pub use app::{Server, StartError};
+pub use config::{Config, Database, Limits};

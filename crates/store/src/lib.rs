@@ -1,1 +1,168 @@
 #![doc = include_str!("../README.md")]
+
+mod connection;
+mod error;
+mod jobs;
+mod robots;
+mod schema;
+mod time;
+mod transitions;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use error::StoreError;
+pub use jobs::{
+    Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
+    NewJob,
+};
+pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
+pub use transitions::{
+    AckOutcome, ChangeOutcome, Claimed, DeclineOutcome, DeliveryPolicy, DueOutcome, ReportOutcome,
+    RobotClaim,
+};
+pub use writer::{
+    BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,
+};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The SQLite database file; its folder is created when missing.
+    pub path: PathBuf,
+    /// Pooled read connections.
+    pub readers: u32,
+    /// Write requests that may wait for the writer before new ones are refused as overloaded.
+    pub writer_queue: usize,
+    /// Write requests committed together at most.
+    pub max_batch: usize,
+    /// How long a write waits for a lock held by another connection before failing as busy.
+    pub busy_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            readers: 8,
+            writer_queue: 65_536,
+            max_batch: 2_048,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A read connection from the pool, lent for one closure.
+pub struct ReadConn<'a> {
+    conn: &'a mut SqliteConnection,
+}
+
+/// The database: a pool of readers, one group-committing writer, and the job-id counter.
+#[derive(Clone)]
+pub struct Store {
+    readers: Pool<ConnectionManager<SqliteConnection>>,
+    writer: Writer,
+    last_job_id: Arc<AtomicI64>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) and migrates the database, and starts the writer thread.
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let path = &config.path;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| StoreError::Open {
+                path: path.clone(),
+                reason: format!("cannot create its folder: {error}"),
+            })?;
+        }
+        let mut write_conn = connection::establish(path)?;
+        connection::setup_writer(&mut write_conn, config.busy_timeout).map_err(|error| {
+            StoreError::Open {
+                path: path.clone(),
+                reason: error.to_string(),
+            }
+        })?;
+        write_conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|error| StoreError::Migration(error.to_string()))?;
+
+        let readers = Pool::builder()
+            .max_size(config.readers.max(1))
+            .min_idle(Some(1))
+            // The SELECT 1 r2d2 runs on every checkout by default costs more than most reads.
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(connection::ReaderSetup {
+                busy_timeout: config.busy_timeout.min(Duration::from_secs(5)),
+            }))
+            .build(ConnectionManager::<SqliteConnection>::new(path_str(path)?))
+            .map_err(|error| StoreError::Open {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+
+        let writer = Writer::start(write_conn, config.writer_queue, config.max_batch)?;
+        let store = Store {
+            readers,
+            writer,
+            last_job_id: Arc::new(AtomicI64::new(0)),
+            path: path.clone(),
+        };
+        let max_id = store.read(|conn| conn.max_job_id())?;
+        store.last_job_id.store(max_id, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read connection. Blocks: call it from a blocking thread.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut ReadConn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.readers.get()?;
+        f(&mut ReadConn { conn: &mut conn })
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// A new job id. Ids are reserved before the job is written so that its package file can be
+    /// named first; one process owns the SQLite file, so an in-memory counter is enough. Ids of
+    /// requests that fail are skipped, not reused.
+    pub fn reserve_job_id(&self) -> i64 {
+        self.last_job_id.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Commits what is queued and stops the writer.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str, StoreError> {
+    path.to_str().ok_or_else(|| StoreError::Open {
+        path: path.to_owned(),
+        reason: "the path is not valid UTF-8".to_owned(),
+    })
+}

@@ -1,0 +1,221 @@
+//! The command line: every setting as a flag with an environment variable and a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use clap::Parser;
+use rpa_server::config::{
+    Database, SettingError, parse_database, parse_duration, parse_log_level, parse_size,
+    parse_timezone,
+};
+use rpa_server::{Config, Limits};
+
+fn duration(text: &str) -> Result<Duration, SettingError> {
+    parse_duration(text)
+}
+
+fn positive_duration(text: &str) -> Result<Duration, SettingError> {
+    let value = parse_duration(text)?;
+    if value.is_zero() {
+        return Err(SettingError("must be more than zero".to_owned()));
+    }
+    Ok(value)
+}
+
+fn size(text: &str) -> Result<usize, SettingError> {
+    parse_size(text)
+}
+
+/// The robot orchestrator server: robots connect over WebSocket, jobs are triggered over REST.
+#[derive(Debug, Parser)]
+#[command(name = "socket-server", version, about, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Address and port to listen on (HTTP and WebSocket share it). PORT alone also works.
+    #[arg(long, env = "SOCKET_SERVER_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// The database: sqlite://PATH (relative), sqlite:///PATH (absolute) or a bare path.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/socket-server.db", value_parser = parse_database, value_name = "URL")]
+    database: Database,
+
+    /// Folder of the package metadata files (created when missing).
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_PACKAGES_DIR",
+        default_value = "packages",
+        value_name = "DIR"
+    )]
+    packages_dir: PathBuf,
+
+    /// Folder of the daily server logs (created when missing).
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_LOG_DIR",
+        default_value = "serverLogs",
+        value_name = "DIR"
+    )]
+    log_dir: PathBuf,
+
+    /// Log level (error, warn, info, debug, trace) or directives like info,rpa_server::ws=debug.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
+    log_level: String,
+
+    /// Also write log lines to standard error.
+    #[arg(long, env = "SOCKET_SERVER_LOG_STDERR", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    log_stderr: bool,
+
+    /// How often registered robots are pinged; a robot silent for 3 intervals is dead.
+    #[arg(long, env = "SOCKET_SERVER_PING_INTERVAL", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    ping_interval: Duration,
+
+    /// Time zone of schedules that name none (IANA name). Default: the machine's zone, else UTC.
+    #[arg(long, env = "TZ", value_parser = timezone, value_name = "ZONE")]
+    timezone: Option<Tz>,
+
+    /// A job first sent later than this after its run_at fails as missed. Default: it runs late.
+    #[arg(long, env = "SOCKET_SERVER_MISFIRE_GRACE", value_parser = duration, value_name = "DURATION")]
+    misfire_grace: Option<Duration>,
+
+    /// Sendings of one job at most, the first included.
+    #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    max_delivery_attempts: u32,
+
+    /// How long an extended robot has to acknowledge a package before it is sent again.
+    #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
+    ack_timeout: Duration,
+
+    /// Flush each package file to disk before answering a trigger.
+    #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sync_package_files: bool,
+
+    /// Largest WebSocket message a robot may send; larger closes the connection with 1009.
+    #[arg(long, env = "SOCKET_SERVER_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = size, value_name = "SIZE")]
+    max_message_size: usize,
+
+    /// Largest single WebSocket frame a robot may send.
+    #[arg(long, env = "SOCKET_SERVER_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = size, value_name = "SIZE")]
+    max_frame_size: usize,
+
+    /// Bytes the WebSocket reads at a time (memory per idle robot grows with it).
+    #[arg(long, env = "SOCKET_SERVER_READ_BUFFER", default_value = "2KiB", value_parser = size, value_name = "SIZE")]
+    read_buffer: usize,
+
+    /// Unsent bytes one robot connection may buffer before it counts as too slow.
+    #[arg(long, env = "SOCKET_SERVER_WRITE_BUFFER", default_value = "256KiB", value_parser = size, value_name = "SIZE")]
+    write_buffer: usize,
+
+    /// How long one write to a robot may take before the robot counts as too slow.
+    #[arg(long, env = "SOCKET_SERVER_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    write_timeout: Duration,
+
+    /// Frames queued for one robot before further sendings to it wait.
+    #[arg(long, env = "SOCKET_SERVER_OUTBOUND_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    outbound_queue: u32,
+
+    /// Largest REST request body; larger is refused with 413.
+    #[arg(long, env = "SOCKET_SERVER_MAX_BODY", default_value = "1MiB", value_parser = size, value_name = "SIZE")]
+    max_body: usize,
+
+    /// Largest page a listing returns.
+    #[arg(long, env = "SOCKET_SERVER_MAX_PAGE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    max_page: u32,
+
+    /// Bad frames a robot may send within 10 s before it is disconnected with 1008.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_BAD_FRAME_LIMIT",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    bad_frame_limit: u32,
+
+    /// Largest HTTP request head (request line and headers).
+    #[arg(long, env = "SOCKET_SERVER_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = size, value_name = "SIZE")]
+    max_header_size: usize,
+
+    /// How long a client may take to send its request head.
+    #[arg(long, env = "SOCKET_SERVER_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    header_timeout: Duration,
+}
+
+fn timezone(text: &str) -> Result<Tz, SettingError> {
+    // TZ may also name a zone file, as the C library reads it.
+    let trimmed = text.trim().trim_start_matches(':');
+    if trimmed.starts_with('/') {
+        return Ok(zone_of_file(std::path::Path::new(trimmed)).unwrap_or(Tz::UTC));
+    }
+    parse_timezone(text)
+}
+
+/// The zone a zoneinfo file (or a link to one) stands for, from its path.
+fn zone_of_file(path: &std::path::Path) -> Option<Tz> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let text = target.to_str()?;
+    let (_, name) = text.split_once("zoneinfo/")?;
+    name.parse().ok()
+}
+
+/// The machine's zone: /etc/localtime's link target, or /etc/timezone, else UTC.
+fn machine_zone() -> Tz {
+    zone_of_file(std::path::Path::new("/etc/localtime"))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/timezone")
+                .ok()
+                .and_then(|name| name.trim().parse().ok())
+        })
+        .unwrap_or(Tz::UTC)
+}
+
+impl Cli {
+    pub(crate) fn into_config(self) -> Result<Config, String> {
+        let listen = match self.listen {
+            Some(listen) => listen,
+            None => match std::env::var("PORT") {
+                Ok(port) => {
+                    let port: u16 = port
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("PORT: {port:?} is not a port number"))?;
+                    SocketAddr::from(([0, 0, 0, 0], port))
+                }
+                Err(_) => SocketAddr::from(([0, 0, 0, 0], 4000)),
+            },
+        };
+        if self.max_frame_size > self.max_message_size {
+            return Err("--max-frame-size: must not exceed --max-message-size".to_owned());
+        }
+        if self.read_buffer < 256 {
+            return Err("--read-buffer: must be at least 256 bytes".to_owned());
+        }
+        Ok(Config {
+            listen,
+            database: self.database,
+            packages_dir: self.packages_dir,
+            log_dir: self.log_dir,
+            log_level: self.log_level,
+            log_to_stderr: self.log_stderr,
+            ping_interval: self.ping_interval,
+            timezone: self.timezone.unwrap_or_else(machine_zone),
+            misfire_grace: self.misfire_grace,
+            max_delivery_attempts: self.max_delivery_attempts,
+            ack_timeout: self.ack_timeout,
+            sync_package_files: self.sync_package_files,
+            limits: Limits {
+                max_message: self.max_message_size,
+                max_frame: self.max_frame_size,
+                outbound_queue: self.outbound_queue as usize,
+                read_buffer: self.read_buffer,
+                write_buffer: self.write_buffer,
+                write_timeout: self.write_timeout,
+                max_body: self.max_body,
+                max_page: self.max_page as usize,
+                bad_frames: self.bad_frame_limit,
+                max_header_bytes: self.max_header_size,
+                header_timeout: self.header_timeout,
+                ..Limits::default()
+            },
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! The job trigger document: `{"Package": {...}, "Robot": {...}, "Schedule": {...}}`.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Problem, Problems};
+use crate::names::{check_package_name, exceeds_chars, is_forbidden_control};
+use crate::path::check_path;
+use crate::{MAX_PACKAGE_JSON_BYTES, MAX_ROBOT_FIELD_CHARS};
+
+/// Largest WebSocket message a robot is sent (protocol limit).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What the `_event` dialect adds around the package once it is JSON-escaped into a string:
+/// the envelope `{"_event":"notification","value":""}` (36 bytes) and the escaped
+/// `,\"job_id\":-9223372036854775808` the server appends (32 bytes).
+const NOTIFICATION_OVERHEAD: usize = 36 + 32;
+
+/// The reserved key that the server adds to the package it delivers.
+const JOB_ID_KEY: &str = "job_id";
+
+/// A validated trigger document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub package: Package,
+    pub robot: RobotRef,
+    /// The `Schedule` object as received; its content is validated by the scheduler.
+    pub schedule: Map<String, Value>,
+}
+
+/// A validated `Package` object: a safe `package_name`, a safe `path`, no `job_id`, and
+/// small enough to deliver in one message. Extra keys and key order are kept as received,
+/// because they are delivered to the robot verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Package {
+    object: Map<String, Value>,
+    // Serialized once at validation, where the size limit needs it anyway.
+    json: String,
+}
+
+impl Package {
+    /// Checks `obj` by the same rules as the `Package` of [`validate_trigger`], for packages
+    /// coming from elsewhere (such as the job store), so no unchecked name reaches a path.
+    pub fn from_object(obj: Map<String, Value>) -> Result<Package, Problems> {
+        let mut problems = Problems::new();
+        let json = check_package(&obj, &mut problems);
+        match json {
+            Some(json) if problems.is_empty() => Ok(Package { object: obj, json }),
+            _ => Err(problems),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.str_field("package_name")
+    }
+
+    pub fn path(&self) -> &str {
+        self.str_field("path")
+    }
+
+    fn str_field(&self, key: &str) -> &str {
+        // Present and a string by construction.
+        self.object.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The object as received: extra keys kept, key order kept.
+    pub fn object(&self) -> &Map<String, Value> {
+        &self.object
+    }
+
+    pub fn into_object(self) -> Map<String, Value> {
+        self.object
+    }
+
+    /// Compact JSON of [`Package::object`].
+    pub fn to_json(&self) -> String {
+        self.json.clone()
+    }
+
+    /// Compact JSON of [`Package::object`], borrowed.
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+
+    /// The object delivered to a robot: the package as received plus `"job_id"` as its last
+    /// key, so the robot can report on the job.
+    pub fn object_with_job_id(&self, job_id: i64) -> Map<String, Value> {
+        let mut object = self.object.clone();
+        object.insert(JOB_ID_KEY.to_owned(), Value::from(job_id));
+        object
+    }
+}
+
+/// The robot a trigger is for, as received. The server normalises MAC addresses itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotRef {
+    pub robot_name: String,
+    pub robot_address: String,
+}
+
+/// Validates a whole trigger document and reports every problem in it, in document order.
+pub fn validate_trigger(doc: &Value) -> Result<Trigger, Problems> {
+    let Some(doc) = doc.as_object() else {
+        return Err(Problems(vec![Problem::invalid(
+            "",
+            "The trigger must be a JSON object with Package, Robot and Schedule objects.",
+        )]));
+    };
+    let mut problems = Problems::new();
+
+    let package = section(doc, "Package", &mut problems).and_then(|obj| {
+        check_package(obj, &mut problems).map(|json| Package {
+            object: obj.clone(),
+            json,
+        })
+    });
+
+    let robot = section(doc, "Robot", &mut problems).and_then(|obj| {
+        let robot_name = robot_field(obj, "robot_name", &mut problems);
+        let robot_address = robot_field(obj, "robot_address", &mut problems);
+        Some(RobotRef {
+            robot_name: robot_name?.to_owned(),
+            robot_address: robot_address?.to_owned(),
+        })
+    });
+
+    let schedule = section(doc, "Schedule", &mut problems);
+
+    match (package, robot, schedule) {
+        (Some(package), Some(robot), Some(schedule)) if problems.is_empty() => Ok(Trigger {
+            package,
+            robot,
+            schedule: schedule.clone(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// A required top-level object.
+fn section<'a>(
+    doc: &'a Map<String, Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    match doc.get(key) {
+        None | Some(Value::Null) => {
+            problems.push(Problem::missing(key, "This object is required."));
+            None
+        }
+        Some(Value::Object(obj)) => Some(obj),
+        Some(_) => {
+            problems.push(Problem::invalid(key, "Must be a JSON object."));
+            None
+        }
+    }
+}
+
+/// A required string field: absent, `null` and `""` are missing (as in the original
+/// service, where any falsy value was), another type is invalid.
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<&'a str> {
+    match obj.get(key) {
+        None | Some(Value::Null) => {
+            problems.push(Problem::missing(field, "This field is required."));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            problems.push(Problem::missing(field, "This field is required."));
+            None
+        }
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            problems.push(Problem::invalid(field, "Must be a string."));
+            None
+        }
+    }
+}
+
+/// Checks a `Package` object; on success (no problem pushed) returns its compact JSON.
+fn check_package(obj: &Map<String, Value>, problems: &mut Problems) -> Option<String> {
+    let before = problems.len();
+
+    let name_field = "Package.package_name";
+    if let Some(name) = required_str(obj, name_field, "package_name", problems)
+        && let Err(why) = check_package_name(name)
+    {
+        problems.push(Problem::invalid(
+            name_field,
+            format!("Must be a safe file name: it {why}"),
+        ));
+    }
+    let path_field = "Package.path";
+    if let Some(path) = required_str(obj, path_field, "path", problems)
+        && let Err(why) = check_path(path)
+    {
+        problems.push(Problem::invalid(
+            path_field,
+            format!("Must be a URL or a safe relative path: it {why}"),
+        ));
+    }
+    if obj.contains_key(JOB_ID_KEY) {
+        problems.push(Problem::invalid(
+            "Package.job_id",
+            "This key is reserved: the server adds job_id.",
+        ));
+    }
+
+    let json = match serde_json::to_string(obj) {
+        Ok(json) => json,
+        Err(_) => {
+            // Unreachable for a parsed document (string keys, finite numbers); kept as a
+            // problem rather than a panic because the map may come from a caller.
+            problems.push(Problem::invalid("Package", "Cannot be serialized as JSON."));
+            return None;
+        }
+    };
+    if json.len() > MAX_PACKAGE_JSON_BYTES {
+        problems.push(Problem::invalid(
+            "Package",
+            format!("Must serialize to at most {MAX_PACKAGE_JSON_BYTES} bytes of JSON."),
+        ));
+    } else if escaped_len(&json) + NOTIFICATION_OVERHEAD > MAX_MESSAGE_BYTES {
+        // Only reachable when most of the bytes are quotes or backslashes, which double
+        // when the `_event` dialect sends the package as a JSON string.
+        problems.push(Problem::invalid(
+            "Package",
+            "Is too large to deliver to a robot in one 64 KiB message once escaped.",
+        ));
+    }
+
+    (problems.len() == before).then_some(json)
+}
+
+/// Length of `json` once embedded in a JSON string. Compact serde_json output holds no raw
+/// control characters (they are already `\u00XX` escapes), so only `"` and `\` grow.
+fn escaped_len(json: &str) -> usize {
+    json.len() + json.bytes().filter(|&b| b == b'"' || b == b'\\').count()
+}
+
+fn robot_field<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<&'a str> {
+    let field = format!("Robot.{key}");
+    let value = required_str(obj, &field, key, problems)?;
+    if exceeds_chars(value, MAX_ROBOT_FIELD_CHARS) {
+        problems.push(Problem::invalid(
+            field,
+            format!("Must be at most {MAX_ROBOT_FIELD_CHARS} characters."),
+        ));
+        return None;
+    }
+    if value.chars().any(is_forbidden_control) {
+        problems.push(Problem::invalid(
+            field,
+            "Must not contain control characters or line separators.",
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+#[path = "trigger_tests.rs"]
+mod tests;

@@ -1,0 +1,228 @@
+//! Start-up, the shared state, and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use rpa_packages::PackageDir;
+use rpa_registry::Registry;
+use rpa_scheduler::{DueLoop, DueLoopConfig, Heartbeat, SystemClock};
+use rpa_store::{DeliveryPolicy, Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Database};
+use crate::db::Db;
+use crate::dispatch::{self, Dispatcher};
+use crate::metrics::Metrics;
+
+/// What every part of the server shares.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) db: Db,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) packages: PackageDir,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) connections: Arc<Tracker>,
+}
+
+/// Counts live connections, so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+pub(crate) struct Tracked(Arc<Tracker>);
+
+impl Tracker {
+    pub(crate) fn track(self: &Arc<Self>) -> Tracked {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Tracked(Arc::clone(self))
+    }
+
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A setting that made the start fail, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct StartError {
+    /// The flag of the setting at fault, e.g. `--listen`.
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl StartError {
+    fn new(setting: &'static str, message: impl ToString) -> StartError {
+        StartError {
+            setting,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A server that is bound and ready, not yet serving.
+pub struct Server {
+    app: Arc<App>,
+    rest: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    listener: TcpListener,
+    due_loop: DueLoop<Dispatcher, SystemClock>,
+    written: tokio::sync::mpsc::UnboundedReceiver<dispatch::Written>,
+}
+
+/// How long robot connections get to close at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+impl Server {
+    /// Opens the packages folder and the database, puts the last run's state in order, and binds
+    /// the port. Every robot is offline and every pending job back under the scheduler before
+    /// the port opens.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let packages = PackageDir::open(&config.packages_dir)
+            .map_err(|error| StartError::new("--packages-dir", error))?
+            .with_sync(config.sync_package_files);
+        let Database::Sqlite(path) = &config.database;
+        let store_config = StoreConfig::new(path);
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
+            .await
+            .map_err(|error| StartError::new("--database", error))?
+            .map_err(|error| StartError::new("--database", error))?;
+        let policy = DeliveryPolicy {
+            max_attempts: i32::try_from(config.max_delivery_attempts).unwrap_or(i32::MAX),
+            ack_timeout: delta(config.ack_timeout),
+            claim_guard: TimeDelta::seconds(60),
+            misfire_grace: config.misfire_grace.map(delta),
+        };
+        let recovery_store = store.clone();
+        let (offline, resent) = tokio::task::spawn_blocking(move || {
+            let writer = recovery_store.writer();
+            let offline = writer.run(|tx| tx.mark_all_robots_offline())?;
+            let resent = writer.run(move |tx| tx.recover_in_flight(Utc::now(), &policy))?;
+            Ok::<_, rpa_store::StoreError>((offline, resent))
+        })
+        .await
+        .map_err(|error| StartError::new("--database", error))?
+        .map_err(|error| StartError::new("--database", error))?;
+        log::info!(
+            "database {} open: {offline} robots marked offline, {resent} interrupted sendings to resend",
+            path.display()
+        );
+
+        let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+            StartError::new(
+                "--listen",
+                format!("cannot listen on {}: {error}", config.listen),
+            )
+        })?;
+
+        let db = Db::new(store);
+        let registry = Arc::new(Registry::new(config.limits.outbound_queue));
+        let metrics = Arc::new(Metrics::default());
+        let (dispatcher, written) = Dispatcher::new(
+            db.clone(),
+            Arc::clone(&registry),
+            policy,
+            Arc::clone(&metrics),
+            config.limits.outbound_queue,
+        );
+        let (due_loop, wakeup, heartbeat) =
+            DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
+        dispatcher.set_wakeup(wakeup);
+        let app = Arc::new(App {
+            config,
+            db,
+            registry,
+            packages,
+            dispatcher,
+            metrics,
+            heartbeat,
+            connections: Arc::new(Tracker::default()),
+        });
+        let rest = crate::rest::routes(Arc::clone(&app));
+        Ok(Server {
+            app,
+            rest,
+            listener,
+            due_loop,
+            written,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, closes robot connections with
+    /// 1001, lets the writes under way commit, and returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Server {
+            app,
+            rest,
+            listener,
+            due_loop,
+            written,
+        } = self;
+        let (stop, stopped) = watch::channel(false);
+        let scheduler: JoinHandle<()> = tokio::spawn(due_loop.run(stopped.clone()));
+        let confirmer = tokio::spawn(dispatch::confirm_written(
+            app.dispatcher.clone(),
+            written,
+            stopped.clone(),
+        ));
+        let accept = tokio::spawn(crate::listener::serve(
+            Arc::clone(&app),
+            listener,
+            rest,
+            stopped,
+        ));
+        log::info!("serving on {}", app.config.listen);
+
+        shutdown.await;
+        log::info!("shutting down: no new connections; closing robot connections");
+        let _ = stop.send(true);
+        for session in app.registry.connections() {
+            session.close(crate::ws::CLOSE_GOING_AWAY, "server shutting down");
+        }
+        if tokio::time::timeout(CLOSE_GRACE, app.connections.idle())
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "some robot connections did not close within {} s",
+                CLOSE_GRACE.as_secs()
+            );
+        }
+        let _ = accept.await;
+        let _ = scheduler.await;
+        let _ = confirmer.await;
+        let store = app.db.store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        log::info!("stopped");
+    }
+}
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}

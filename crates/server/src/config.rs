@@ -1,0 +1,261 @@
+//! The server's settings, parsed once by the binary and passed down. Every field has a default
+//! (see [`Config::default`]) that serves a fresh checkout.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// Sizes and rates that bound what the outside world can make the server hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest WebSocket message a robot may send (bytes); larger closes with 1009.
+    pub max_message: usize,
+    /// Largest single WebSocket frame (bytes).
+    pub max_frame: usize,
+    /// Frames queued for one robot before further sendings to it are refused.
+    pub outbound_queue: usize,
+    /// Bytes the WebSocket reads at a time; what an idle robot costs depends on it.
+    pub read_buffer: usize,
+    /// Bytes of unsent frames one connection may buffer before it counts as too slow.
+    pub write_buffer: usize,
+    /// How long one write to a robot may take before the robot counts as too slow.
+    pub write_timeout: Duration,
+    /// Largest REST request body (bytes); larger is refused with 413.
+    pub max_body: usize,
+    /// Largest page a listing returns.
+    pub max_page: usize,
+    /// Bad frames a connection may send within [`Limits::bad_frame_window`] before it is closed
+    /// with 1008.
+    pub bad_frames: u32,
+    pub bad_frame_window: Duration,
+    /// Largest HTTP request head (request line and headers), bytes.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send its request head.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: 64 * 1024,
+            max_frame: 64 * 1024,
+            outbound_queue: 256,
+            read_buffer: 2048,
+            write_buffer: 256 * 1024,
+            write_timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+            max_page: 500,
+            bad_frames: 20,
+            bad_frame_window: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: Database,
+    pub packages_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// `info`, or directives such as `info,rpa_server::ws=debug`.
+    pub log_level: String,
+    /// Whether log lines also go to standard error.
+    pub log_to_stderr: bool,
+    /// How often a registered robot is pinged; 3 silent intervals make a connection dead.
+    pub ping_interval: Duration,
+    /// The zone of schedules that name none.
+    pub timezone: Tz,
+    /// A job first sent later than this after its `run_at` fails as missed; `None`: it runs late.
+    pub misfire_grace: Option<Duration>,
+    /// Sendings of one job at most, the first included.
+    pub max_delivery_attempts: u32,
+    /// How long an extended robot has to acknowledge a package before it is sent again.
+    pub ack_timeout: Duration,
+    /// Whether package files are flushed to disk before a trigger is answered.
+    pub sync_package_files: bool,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4000)),
+            database: Database::Sqlite(PathBuf::from("data/socket-server.db")),
+            packages_dir: PathBuf::from("packages"),
+            log_dir: PathBuf::from("serverLogs"),
+            log_level: "info".to_owned(),
+            log_to_stderr: true,
+            ping_interval: Duration::from_secs(10),
+            timezone: Tz::UTC,
+            misfire_grace: None,
+            max_delivery_attempts: 5,
+            ack_timeout: Duration::from_secs(30),
+            sync_package_files: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A setting that cannot be read, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+/// Reads a duration such as `10s`, `250ms`, `2m`, `1h`, `1d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, SettingError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| SettingError(format!("{text:?} is not a duration (try 10s, 500ms, 2m)")))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => {
+            return Err(SettingError(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
+            )));
+        }
+    };
+    let seconds = value * scale;
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(SettingError(format!("{text:?} is out of range")));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Reads a size such as `64KiB`, `1MiB`, `65536`.
+pub fn parse_size(text: &str) -> Result<usize, SettingError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| SettingError(format!("{text:?} is not a size (try 64KiB, 1MiB)")))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => {
+            return Err(SettingError(format!(
+                "unknown size unit {other:?} in {text:?} (use B, KiB or MiB)"
+            )));
+        }
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| SettingError(format!("{text:?} is too large")))
+}
+
+/// Reads `sqlite://PATH` (relative), `sqlite:///PATH` (absolute), or a bare path.
+pub fn parse_database(text: &str) -> Result<Database, SettingError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SettingError("the database location is empty".to_owned()));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Err(SettingError(
+            "PostgreSQL is not supported by this build yet; use sqlite://PATH".to_owned(),
+        ));
+    }
+    if let Some(rest) = text.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() || path == ":memory:" {
+            return Err(SettingError(format!(
+                "{text:?} names no file (an in-memory database would lose every job)"
+            )));
+        }
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err(SettingError(format!(
+            "unknown database scheme {scheme:?}; use sqlite://PATH"
+        )));
+    }
+    Ok(Database::Sqlite(PathBuf::from(text)))
+}
+
+/// Reads an IANA time-zone name.
+pub fn parse_timezone(text: &str) -> Result<Tz, SettingError> {
+    let name = text.trim().trim_start_matches(':');
+    name.parse::<Tz>().map_err(|_| {
+        SettingError(format!(
+            "{text:?} is not an IANA time zone (e.g. Europe/Berlin)"
+        ))
+    })
+}
+
+/// Checks log directives: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) and/or
+/// `target=level` pairs, comma-separated.
+pub fn parse_log_level(text: &str) -> Result<String, SettingError> {
+    crate::logging::Directives::parse(text)?;
+    Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("1GiB").is_err());
+        assert!(parse_size("99999999999999999999MiB").is_err());
+    }
+
+    #[test]
+    fn databases() {
+        let sqlite = |p: &str| Ok(Database::Sqlite(PathBuf::from(p)));
+        assert_eq!(parse_database("sqlite://data/x.db"), sqlite("data/x.db"));
+        assert_eq!(
+            parse_database("sqlite:///var/lib/x.db"),
+            sqlite("/var/lib/x.db")
+        );
+        assert_eq!(parse_database("sqlite:data/x.db"), sqlite("data/x.db"));
+        assert_eq!(parse_database("x.db"), sqlite("x.db"));
+        assert!(parse_database("sqlite://:memory:").is_err());
+        assert!(parse_database("postgres://localhost/db").is_err());
+        assert!(parse_database("mysql://localhost/db").is_err());
+        assert!(parse_database("").is_err());
+    }
+
+    #[test]
+    fn time_zones() {
+        assert_eq!(parse_timezone("Europe/Berlin"), Ok(Tz::Europe__Berlin));
+        assert_eq!(parse_timezone(":UTC"), Ok(Tz::UTC));
+        assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+}

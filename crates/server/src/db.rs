@@ -1,0 +1,62 @@
+//! The one bridge from async code to the synchronous store: reads run on tokio's blocking pool,
+//! writes go to the store's group-commit writer and are awaited through a oneshot channel, so no
+//! async worker ever blocks on the database.
+
+use rpa_store::{ReadConn, Store, StoreError, WriteTx};
+use tokio::sync::oneshot;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    store: Store,
+}
+
+impl Db {
+    pub(crate) fn new(store: Store) -> Db {
+        Db { store }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ReadConn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|error| StoreError::Failed(format!("a database read panicked: {error}")))?
+    }
+
+    /// Resolves once the write is committed (or failed).
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        self.store.writer().submit(op, move |outcome| {
+            // The requester may have given up (a client that hung up); the write stands anyway.
+            let _ = reply.send(outcome);
+        })?;
+        result.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Queues a write whose outcome only needs logging.
+    pub(crate) fn write_detached<T, F>(&self, what: &'static str, op: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let submitted = self.store.writer().submit(op, move |outcome| {
+            if let Err(error) = outcome {
+                log::error!("could not record {what}: {error}");
+            }
+        });
+        if let Err(error) = submitted {
+            log::error!("could not record {what}: {error}");
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Sending packages to robots: what the scheduler finds due, what waited for a robot that just
+//! registered, and forced jobs. Every sending is claimed in the database first, handed to the
+//! robot's connection, and confirmed once written (see rpa-store's transitions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rpa_protocol::{RobotAddress, ServerMessage};
+use rpa_registry::{Outbound, PushError, Registry, Sending};
+use rpa_scheduler::{Due, DueSource, Wakeup};
+use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, StoreError};
+use tokio::sync::mpsc;
+
+use crate::db::Db;
+use crate::logging::Untrusted;
+use crate::metrics::{Metrics, bump};
+
+/// How long an unsent job waits before the scheduler tries again when the robot's queue was
+/// full: long enough for the robot to drain some of it.
+const FULL_QUEUE_RETRY: TimeDelta = TimeDelta::seconds(1);
+/// ... and when the connection was closing: the robot may already have a new one.
+const CLOSED_RETRY: TimeDelta = TimeDelta::milliseconds(100);
+
+/// A sending the connection wrote, to be confirmed in the database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub(crate) sending: Sending,
+    pub(crate) awaiting_ack: bool,
+    pub(crate) at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    registry: Arc<Registry>,
+    policy: DeliveryPolicy,
+    metrics: Arc<Metrics>,
+    wakeup: std::sync::OnceLock<Wakeup>,
+    written: mpsc::UnboundedSender<Written>,
+    /// Jobs claimed at most when a robot registers; more wait for the scheduler.
+    claim_on_register: usize,
+}
+
+impl Dispatcher {
+    /// Returns the dispatcher and the receiver of written sendings, to be drained by
+    /// [`confirm_written`].
+    pub(crate) fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        policy: DeliveryPolicy,
+        metrics: Arc<Metrics>,
+        claim_on_register: usize,
+    ) -> (Dispatcher, mpsc::UnboundedReceiver<Written>) {
+        let (written, receiver) = mpsc::unbounded_channel();
+        let inner = Inner {
+            db,
+            registry,
+            policy,
+            metrics,
+            wakeup: std::sync::OnceLock::new(),
+            written,
+            claim_on_register: claim_on_register.max(1),
+        };
+        (
+            Dispatcher {
+                inner: Arc::new(inner),
+            },
+            receiver,
+        )
+    }
+
+    /// Connects the dispatcher to the scheduler loop it feeds (they need each other).
+    pub(crate) fn set_wakeup(&self, wakeup: Wakeup) {
+        let _ = self.inner.wakeup.set(wakeup);
+    }
+
+    pub(crate) fn policy(&self) -> &DeliveryPolicy {
+        &self.inner.policy
+    }
+
+    /// Tells the scheduler that job `id` is due at `at`.
+    pub(crate) fn wake(&self, id: i64, at: DateTime<Utc>) {
+        if let Some(wakeup) = self.inner.wakeup.get() {
+            wakeup.notify(Due { at, id });
+        }
+    }
+
+    /// A robot registered: send what waited for it.
+    pub(crate) async fn robot_registered(&self, address: &RobotAddress) {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let robot = address.as_str().to_owned();
+        let policy = inner.policy;
+        let limit = inner.claim_on_register;
+        let overflow_at = now + FULL_QUEUE_RETRY;
+        let outcomes = inner
+            .db
+            .write(move |tx| tx.claim_for_robot(&robot, now, &policy, limit, overflow_at))
+            .await;
+        match outcomes {
+            Ok(claim) => {
+                if !claim.deferred.is_empty() {
+                    log::info!(
+                        "robot {address}: {} waiting jobs sent now, {} more follow as it takes them",
+                        claim.outcomes.len(),
+                        claim.deferred.len()
+                    );
+                }
+                for id in claim.deferred {
+                    self.wake(id, overflow_at);
+                }
+                self.handle_outcomes(claim.outcomes, now);
+            }
+            Err(error) => log::error!("robot {address}: cannot claim its waiting jobs: {error}"),
+        }
+    }
+
+    /// `Pending` becomes due now; sent at once if the robot is online, in the same transaction.
+    pub(crate) async fn force(&self, id: i64) -> Result<ChangeOutcome, StoreError> {
+        let registry = Arc::clone(&self.inner.registry);
+        let policy = self.inner.policy;
+        let now = Utc::now();
+        let (outcome, claim) = self
+            .inner
+            .db
+            .write(move |tx| {
+                let outcome = tx.force_job(id, now)?;
+                if !matches!(outcome, ChangeOutcome::Changed(_)) {
+                    return Ok((outcome, None));
+                }
+                let online = |address: &str| registry.is_online(&RobotAddress::new(address));
+                let due = tx.process_due(id, now, &online, &policy)?;
+                let job = tx.job(id)?.map(Box::new);
+                Ok((
+                    job.map_or(ChangeOutcome::NotFound, ChangeOutcome::Changed),
+                    Some(due),
+                ))
+            })
+            .await?;
+        if let Some(due) = claim {
+            self.handle_outcomes(vec![due], now);
+        }
+        Ok(outcome)
+    }
+
+    fn handle_outcomes(&self, outcomes: Vec<DueOutcome>, now: DateTime<Utc>) {
+        for outcome in outcomes {
+            match outcome {
+                DueOutcome::Send(claimed) => {
+                    // The claim's guard is a wake-up too: if the sending is never confirmed, the
+                    // scheduler looks at the job again then.
+                    self.wake(claimed.id, now + self.inner.policy.claim_guard);
+                    self.send(claimed, now);
+                }
+                DueOutcome::Failed(reason) => log::warn!("job failed: {reason}"),
+                DueOutcome::Parked | DueOutcome::Stale => {}
+            }
+        }
+    }
+
+    /// Hands a claimed sending to the robot's connection, or gives it back.
+    fn send(&self, claimed: Claimed, now: DateTime<Utc>) {
+        let inner = &self.inner;
+        let address = RobotAddress::new(&claimed.robot_address);
+        let Some(session) = inner.registry.robot(&address) else {
+            self.unsend(
+                &claimed,
+                now,
+                CLOSED_RETRY,
+                "the robot went offline before the package was written",
+            );
+            return;
+        };
+        let Some(robot) = session.robot() else {
+            self.unsend(
+                &claimed,
+                now,
+                CLOSED_RETRY,
+                "the robot's connection was replaced",
+            );
+            return;
+        };
+        let package = match serde_json::from_str(&claimed.package) {
+            Ok(package) => package,
+            Err(error) => {
+                // Only a hand-edited database gets here: the package was validated on entry.
+                log::error!(
+                    "job {}: stored package is not a JSON object: {error}",
+                    claimed.id
+                );
+                return;
+            }
+        };
+        let text = ServerMessage::Notification {
+            package,
+            job_id: claimed.id,
+        }
+        .encode(robot.dialect);
+        let sending = Sending {
+            job_id: claimed.id,
+            attempt: claimed.attempt,
+        };
+        match session.push(Outbound {
+            text,
+            job: Some(sending),
+        }) {
+            Ok(()) => {
+                bump(&inner.metrics.deliveries);
+                if claimed.attempt > 1 {
+                    bump(&inner.metrics.resends);
+                }
+                let lateness = (now - claimed.run_at)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
+                if claimed.attempt == 1 {
+                    inner.metrics.observe_lateness(lateness);
+                }
+                log::info!(
+                    "conn={} robot={}: sending job {} (attempt {}), package {}",
+                    session.id(),
+                    address,
+                    claimed.id,
+                    claimed.attempt,
+                    Untrusted(package_name(&claimed.package).as_deref().unwrap_or("?")),
+                );
+            }
+            Err(PushError::Full) => self.unsend(
+                &claimed,
+                now,
+                FULL_QUEUE_RETRY,
+                "the robot's outbound queue was full (it is not reading): retrying",
+            ),
+            Err(PushError::Closed) => self.unsend(
+                &claimed,
+                now,
+                CLOSED_RETRY,
+                "the robot's connection closed before the package was written",
+            ),
+        }
+    }
+
+    fn unsend(
+        &self,
+        claimed: &Claimed,
+        now: DateTime<Utc>,
+        after: TimeDelta,
+        reason: &'static str,
+    ) {
+        self.give_back(
+            Sending {
+                job_id: claimed.id,
+                attempt: claimed.attempt,
+            },
+            now,
+            after,
+            reason,
+        );
+    }
+
+    /// A sending that was never written: Pending again, due after `after`.
+    pub(crate) fn give_back(
+        &self,
+        sending: Sending,
+        now: DateTime<Utc>,
+        after: TimeDelta,
+        reason: &'static str,
+    ) {
+        let retry_at = now + after;
+        let this = self.clone();
+        let id = sending.job_id;
+        let submitted = self.inner.db.store().writer().submit(
+            move |tx| tx.unsend(id, sending.attempt, now, retry_at, reason),
+            move |result| match result {
+                Ok(true) => {
+                    log::info!("job {id}: not sent ({reason})");
+                    this.wake(id, retry_at);
+                }
+                Ok(false) => {}
+                Err(error) => log::error!("job {id}: cannot record that it was not sent: {error}"),
+            },
+        );
+        if let Err(error) = submitted {
+            log::error!("job {id}: cannot record that it was not sent: {error}");
+        }
+    }
+
+    /// The connection wrote a sending.
+    pub(crate) fn written(&self, written: Written) {
+        let _ = self.inner.written.send(written);
+    }
+}
+
+fn package_name(package: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(package).ok()?;
+    Some(value.get("package_name")?.as_str()?.to_owned())
+}
+
+/// Records written sendings in batches: one write for everything written since the last one.
+///
+/// At `stop` it records what was written so far and ends.
+pub(crate) async fn confirm_written(
+    dispatcher: Dispatcher,
+    mut receiver: mpsc::UnboundedReceiver<Written>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let db = dispatcher.inner.db.clone();
+    let policy = dispatcher.inner.policy;
+    const BATCH: usize = 4096;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut stopping = false;
+    loop {
+        if stopping {
+            while let Ok(written) = receiver.try_recv() {
+                batch.push(written);
+            }
+            if batch.is_empty() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        }
+        let written = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        // Sendings to extended robots now wait for an acknowledgement until a deadline.
+        let deadlines: Vec<(i64, DateTime<Utc>)> = written
+            .iter()
+            .filter(|w| w.awaiting_ack)
+            .map(|w| (w.sending.job_id, w.at + policy.ack_timeout))
+            .collect();
+        let result = db
+            .write(move |tx| {
+                for w in &written {
+                    tx.mark_written(
+                        w.sending.job_id,
+                        w.sending.attempt,
+                        w.at,
+                        w.awaiting_ack,
+                        &policy,
+                    )?;
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                for (id, at) in deadlines {
+                    dispatcher.wake(id, at);
+                }
+            }
+            Err(error) => {
+                // The claims stay unconfirmed: the scheduler looks at them again when their guard
+                // expires, so nothing is lost, at worst sent twice.
+                log::error!("cannot confirm written sendings: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl DueSource for Dispatcher {
+    type Error = StoreError;
+
+    async fn fetch(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .inner
+            .db
+            .read(move |conn| conn.due_jobs(until, limit))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Due {
+                at: row.wake_at,
+                id: row.id,
+            })
+            .collect())
+    }
+
+    async fn fire(&self, due: Vec<Due>, now: DateTime<Utc>) {
+        let registry = Arc::clone(&self.inner.registry);
+        let policy = self.inner.policy;
+        let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+        let outcomes = self
+            .inner
+            .db
+            .write(move |tx| {
+                let online = |address: &str| registry.is_online(&RobotAddress::new(address));
+                let mut outcomes = Vec::with_capacity(ids.len());
+                for id in ids {
+                    // One job's failure must not hold back the others.
+                    match tx.savepoint(|tx| tx.process_due(id, now, &online, &policy)) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(error) => log::error!("job {id}: cannot process it: {error}"),
+                    }
+                }
+                Ok(outcomes)
+            })
+            .await;
+        match outcomes {
+            Ok(outcomes) => self.handle_outcomes(outcomes, now),
+            Err(error) => {
+                log::error!("cannot process due jobs: {error}");
+                // They stay due; the next read finds them. Do not spin on a busy database.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! RFC 9457 problem documents: every error the HTTP API answers.
+
+use std::fmt;
+
+use serde::Serialize;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct FieldProblem {
+    pub(crate) field: String,
+    pub(crate) problem: String,
+}
+
+/// An error answer of the API. `code` is stable and snake_case; `type` is derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) detail: String,
+    pub(crate) errors: Vec<FieldProblem>,
+    /// The original service's `Alert` text, kept in the answers of the routes old clients call.
+    pub(crate) alert: Option<&'static str>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) www_authenticate: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [FieldProblem],
+    #[serde(rename = "Alert", skip_serializing_if = "Option::is_none")]
+    alert: Option<&'a str>,
+}
+
+impl Problem {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            alert: None,
+            retry_after: None,
+            www_authenticate: false,
+        }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, code, "Bad request", detail)
+    }
+
+    pub(crate) fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+    }
+
+    pub(crate) fn conflict(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, code, "Conflict", detail)
+    }
+
+    pub(crate) fn validation(errors: Vec<FieldProblem>) -> Problem {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.problem),
+            many => format!("{} fields failed validation", many.len()),
+        };
+        Problem {
+            errors,
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "The request failed validation",
+                detail,
+            )
+        }
+    }
+
+    pub(crate) fn unavailable(code: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            retry_after: Some(1),
+            ..Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                "Service unavailable",
+                detail,
+            )
+        }
+    }
+
+    pub(crate) fn internal(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error",
+            detail,
+        )
+    }
+
+    pub(crate) fn with_alert(mut self, alert: &'static str) -> Problem {
+        self.alert = Some(alert);
+        self
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        let body = Body {
+            kind: format!("/problems/{}", self.code.replace('_', "-")),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            errors: &self.errors,
+            alert: self.alert,
+        };
+        let text = serde_json::to_string(&body).unwrap_or_else(|_| {
+            format!(r#"{{"status":{},"title":"error"}}"#, self.status.as_u16())
+        });
+        let mut response = Response::new(text.into());
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rpa-orchestrator\""),
+            );
+        }
+        response
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+    }
+}
+
+impl From<rpa_store::StoreError> for Problem {
+    fn from(error: rpa_store::StoreError) -> Problem {
+        use rpa_store::StoreError;
+        match &error {
+            StoreError::Busy => Problem::unavailable(
+                "database_busy",
+                "the database is busy; nothing was changed, retry shortly",
+            ),
+            StoreError::Full => Problem {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                ..Problem::unavailable(
+                    "storage_full",
+                    "the database's disk is full; nothing was changed",
+                )
+            },
+            StoreError::ReadOnly(_) => Problem::unavailable(
+                "storage_unwritable",
+                "the database cannot be written; nothing was changed",
+            ),
+            StoreError::Overloaded | StoreError::Pool(_) => Problem::unavailable(
+                "overloaded",
+                "the server is overloaded; nothing was changed, retry shortly",
+            ),
+            StoreError::WriterStopped => {
+                Problem::unavailable("shutting_down", "the server is shutting down")
+            }
+            _ => {
+                log::error!("database error: {error}");
+                Problem::internal("a database error occurred; nothing was changed")
+            }
+        }
+    }
+}

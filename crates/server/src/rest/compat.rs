@@ -1,0 +1,117 @@
+//! The routes the original service's clients call, with its exact answers (http-api.md,
+//! "Routes kept for existing clients"). Errors are problems that also carry the old `Alert`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::body::{JsonBody, json_body};
+use super::trigger::{self, Accepted};
+use super::{jobs, json, with_app};
+use crate::app::App;
+use crate::problem::Problem;
+
+const CANCEL_FAILED: &str = "Failed to cancel job";
+const FORCE_FAILED: &str = "Failed to force job";
+const MISSING_DATA: &str = "Package missing required data";
+const NOT_RECEIVED: &str = "Package hasn't been received successfully";
+
+pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    // `/jobs/cancel/5` and `/jobs/cancel/5/` both match: warp's `end` takes a trailing slash,
+    // as Express did.
+    let slash = warp::path::end();
+    let cancel = warp::path("jobs")
+        .or(warp::path!("api" / "jobs" / ..))
+        .unify()
+        .and(warp::path("cancel"))
+        .and(warp::path::param::<String>())
+        .and(slash)
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .then(|id: String, app: Arc<App>| async move { cancel(&app, &id).await });
+    let force = warp::path("jobs")
+        .or(warp::path!("api" / "jobs" / ..))
+        .unify()
+        .and(warp::path("force"))
+        .and(warp::path::param::<String>())
+        .and(slash)
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .then(|id: String, app: Arc<App>| async move { force(&app, &id).await });
+    let trigger = warp::path!("robots" / "package")
+        .or(warp::path!("api" / "robots" / "package"))
+        .unify()
+        .or(warp::path!("pkg"))
+        .unify()
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(json_body(app.config.limits.max_body))
+        .then(trigger);
+    cancel.or(force).unify().or(trigger).unify().boxed()
+}
+
+/// The id as the old routes took it: the text of the URL, which must be a job id.
+fn job_id(text: &str, alert: &'static str) -> Result<i64, Problem> {
+    text.parse::<i64>()
+        .map_err(|_| Problem::not_found(format!("no job {text:?}")).with_alert(alert))
+}
+
+async fn cancel(app: &App, id_text: &str) -> Response {
+    let result = async {
+        let id = job_id(id_text, CANCEL_FAILED)?;
+        jobs::cancel(app, id)
+            .await
+            .map_err(|problem| problem.with_alert(CANCEL_FAILED))
+    };
+    match result.await {
+        Ok(_) => json(
+            StatusCode::OK,
+            &json!({"Job": id_text, "Status": "Cancelled Job successfully"}),
+        ),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn force(app: &App, id_text: &str) -> Response {
+    let result = async {
+        let id = job_id(id_text, FORCE_FAILED)?;
+        jobs::force(app, id)
+            .await
+            .map_err(|problem| problem.with_alert(FORCE_FAILED))
+    };
+    match result.await {
+        Ok(_) => json(
+            StatusCode::OK,
+            &json!({"Job": id_text, "Status": "Forced to be executed successfully"}),
+        ),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response {
+    let result = async {
+        let key =
+            trigger::idempotency_key(key.as_deref()).map_err(|p| p.with_alert(NOT_RECEIVED))?;
+        let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
+        match trigger::accept(&app, &doc, &raw, key).await {
+            Ok(Accepted::Created(job) | Accepted::Replayed(job)) => Ok(job),
+            Err(refused) => Err(refused.problem.with_alert(if refused.missing {
+                MISSING_DATA
+            } else {
+                NOT_RECEIVED
+            })),
+        }
+    };
+    match result.await {
+        Ok(job) => json(
+            StatusCode::OK,
+            &json!({"Job": job.id.to_string(), "Status": "Server sent package to scheduler"}),
+        ),
+        Err(problem) => problem.into_response(),
+    }
+}

@@ -1,0 +1,220 @@
+//! `GET /metrics` in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rpa_store::{BATCH_BUCKETS, JobStatus, LATENCY_BUCKETS_MICROS};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, header};
+use warp::reply::Response;
+
+use super::with_app;
+use crate::app::App;
+use crate::metrics::LATENESS_BUCKETS_MS;
+use crate::problem::Problem;
+
+pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app))
+        .then(|app: Arc<App>| async move { render(&app).await })
+        .boxed()
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    cumulative: &[u64],
+    count: u64,
+    sum: f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, n) in bounds.iter().zip(cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
+}
+
+async fn render(app: &App) -> Response {
+    let counts = app
+        .db
+        .read(|conn| Ok((conn.count_robots()?, conn.count_jobs_by_status()?)))
+        .await;
+    let ((registered, _), jobs) = match counts {
+        Ok(counts) => counts,
+        Err(error) => return Problem::from(error).into_response(),
+    };
+    let mut out = String::with_capacity(4096);
+    let (connections, online) = app.registry.counts();
+    gauge(
+        &mut out,
+        "rpa_robots_connected",
+        "Robots with a live registered connection.",
+        online,
+    );
+    gauge(
+        &mut out,
+        "rpa_connections_open",
+        "Open robot WebSocket connections, registered or not.",
+        connections,
+    );
+    gauge(
+        &mut out,
+        "rpa_robots_registered",
+        "Robots that ever registered.",
+        registered,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rpa_jobs Jobs by status.\n# TYPE rpa_jobs gauge"
+    );
+    for status in JobStatus::ALL {
+        let n = jobs
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "rpa_jobs{{status=\"{}\"}} {n}", status.as_str());
+    }
+    let m = &app.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (name, help, value) in [
+        (
+            "rpa_connections_opened_total",
+            "Robot WebSocket connections opened.",
+            load(&m.connections_opened),
+        ),
+        (
+            "rpa_registrations_total",
+            "Accepted robot metadata.",
+            load(&m.registrations),
+        ),
+        (
+            "rpa_metadata_declined_total",
+            "Declined robot metadata.",
+            load(&m.metadata_declined),
+        ),
+        (
+            "rpa_robot_messages_total",
+            "Robot messages stored.",
+            load(&m.robot_messages),
+        ),
+        (
+            "rpa_bad_frames_total",
+            "Bad frames received from robots.",
+            load(&m.bad_frames),
+        ),
+        (
+            "rpa_deliveries_total",
+            "Package sendings handed to robot connections.",
+            load(&m.deliveries),
+        ),
+        (
+            "rpa_resends_total",
+            "Sendings after the first of a job.",
+            load(&m.resends),
+        ),
+        (
+            "rpa_declines_total",
+            "Packages declined by robots.",
+            load(&m.declines),
+        ),
+        (
+            "rpa_acks_total",
+            "Package receipts acknowledged by extended robots.",
+            load(&m.acks),
+        ),
+        (
+            "rpa_reports_total",
+            "Job reports received from robots.",
+            load(&m.reports),
+        ),
+        (
+            "rpa_triggers_accepted_total",
+            "Job triggers accepted.",
+            load(&m.triggers_accepted),
+        ),
+        (
+            "rpa_triggers_rejected_total",
+            "Job triggers rejected.",
+            load(&m.triggers_rejected),
+        ),
+        (
+            "rpa_slow_robots_closed_total",
+            "Connections closed because the robot did not read.",
+            load(&m.slow_robots_closed),
+        ),
+    ] {
+        counter(&mut out, name, help, value);
+    }
+    let (buckets, count, sum) = m.lateness();
+    let bounds: Vec<f64> = LATENESS_BUCKETS_MS
+        .iter()
+        .map(|ms| *ms as f64 / 1000.0)
+        .collect();
+    histogram(
+        &mut out,
+        "rpa_delivery_lateness_seconds",
+        "Time from a job's run_at to its first sending being handed to the robot's connection.",
+        &bounds,
+        &buckets,
+        count,
+        sum,
+    );
+    let writer = app.db.store().writer().stats();
+    let bounds: Vec<f64> = BATCH_BUCKETS.iter().map(|n| *n as f64).collect();
+    histogram(
+        &mut out,
+        "rpa_db_batch_size",
+        "Writes committed together by the database writer.",
+        &bounds,
+        &writer.batch_size_buckets,
+        writer.batches,
+        writer.operations as f64,
+    );
+    let bounds: Vec<f64> = LATENCY_BUCKETS_MICROS
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .collect();
+    histogram(
+        &mut out,
+        "rpa_db_commit_seconds",
+        "Time the database writer took per batch, including the flush.",
+        &bounds,
+        &writer.commit_latency_buckets,
+        writer.batches,
+        writer.commit_micros as f64 / 1e6,
+    );
+    counter(
+        &mut out,
+        "rpa_db_commits_failed_total",
+        "Batches whose commit failed.",
+        writer.failed_commits,
+    );
+    let mut response = Response::new(out.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,157 @@
+//! `/api/robots`: what is known of the robots and what they said.
+
+use std::sync::Arc;
+
+use rpa_protocol::RobotAddress;
+use rpa_store::RobotFilter;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::query::{self, Query};
+use super::{json, with_app};
+use crate::app::App;
+use crate::problem::Problem;
+use crate::views::{MessageView, Page, RobotView};
+
+pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let list = warp::path!("api" / "robots")
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .and(warp::query::<Query>())
+        .then(|app: Arc<App>, query: Query| async move { answer(list(&app, &query).await) });
+    let one = warp::path!("api" / "robots" / String)
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .then(|address: String, app: Arc<App>| async move { answer(get(&app, &address).await) });
+    let messages = warp::path!("api" / "robots" / String / "messages")
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .and(warp::query::<Query>())
+        .then(|address: String, app: Arc<App>, query: Query| async move {
+            answer(messages(&app, &address, &query).await)
+        });
+    let jobs = warp::path!("api" / "robots" / String / "jobs")
+        .and(warp::get())
+        .and(with_app(app))
+        .and(warp::query::<Query>())
+        .then(|address: String, app: Arc<App>, query: Query| async move {
+            answer(jobs(&app, &address, &query).await)
+        });
+    list.or(one)
+        .unify()
+        .or(messages)
+        .unify()
+        .or(jobs)
+        .unify()
+        .boxed()
+}
+
+fn answer(result: Result<Response, Problem>) -> Response {
+    result.unwrap_or_else(Problem::into_response)
+}
+
+/// The path segment as the robot's address: percent-decoded, and a MAC in any spelling.
+fn address(segment: &str) -> RobotAddress {
+    RobotAddress::new(&percent_decode(segment))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(hi)), Some(Some(lo))) = (
+                bytes.get(i + 1).map(|b| hex(*b)),
+                bytes.get(i + 2).map(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn list(app: &App, query: &Query) -> Result<Response, Problem> {
+    let limit = query::limit(query, app.config.limits.max_page)?;
+    let filter = RobotFilter {
+        online: query::flag(query, "online")?,
+        after: query.get("after").filter(|a| !a.is_empty()).cloned(),
+        limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),
+    };
+    let robots = app.db.read(move |conn| conn.robots(&filter)).await?;
+    let (robots, next_after) = query::page(robots, limit, |robot| robot.address.clone());
+    Ok(json(
+        StatusCode::OK,
+        &Page {
+            items: robots.into_iter().map(RobotView::from).collect::<Vec<_>>(),
+            next_after,
+        },
+    ))
+}
+
+async fn known(app: &App, address: &RobotAddress) -> Result<rpa_store::RobotRecord, Problem> {
+    let key = address.as_str().to_owned();
+    app.db
+        .read(move |conn| conn.robot(&key))
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no robot with address {address}")))
+}
+
+async fn get(app: &App, segment: &str) -> Result<Response, Problem> {
+    let robot = known(app, &address(segment)).await?;
+    Ok(json(StatusCode::OK, &RobotView::from(robot)))
+}
+
+async fn messages(app: &App, segment: &str, query: &Query) -> Result<Response, Problem> {
+    let address = address(segment);
+    known(app, &address).await?;
+    let limit = query::limit(query, app.config.limits.max_page)?;
+    let before = query::after_id(query)?;
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let key = address.into_string();
+    let messages = app
+        .db
+        .read(move |conn| conn.robot_messages(&key, before, fetch))
+        .await?;
+    let (messages, next_after) = query::page(messages, limit, |m| m.id);
+    Ok(json(
+        StatusCode::OK,
+        &Page {
+            items: messages
+                .into_iter()
+                .map(MessageView::from)
+                .collect::<Vec<_>>(),
+            next_after,
+        },
+    ))
+}
+
+async fn jobs(app: &App, segment: &str, query: &Query) -> Result<Response, Problem> {
+    let address = address(segment);
+    known(app, &address).await?;
+    super::jobs::list_jobs(app, query, Some(address)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_paths_are_decoded_and_normalised() {
+        assert_eq!(
+            address("00%3A1a%3Aff%3Adb%3A45%3Ac2").as_str(),
+            "001AFFDB45C2"
+        );
+        assert_eq!(address("00:1a:ff:db:45:c2").as_str(), "001AFFDB45C2");
+        assert_eq!(address("free%20text").as_str(), "free text");
+        assert_eq!(address("bad%zz").as_str(), "bad%zz");
+    }
+}

@@ -1,0 +1,260 @@
+//! Accepting a job trigger: validation, the package file, the job row, and waking the
+//! scheduler. Shared by `POST /api/jobs` and the routes old clients call.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rpa_packages::{Problems, validate_trigger};
+use rpa_protocol::RobotAddress;
+use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
+use rpa_store::{IdempotencyKey, InsertJob, JobRecord, NewJob};
+use warp::http::StatusCode;
+
+use crate::app::App;
+use crate::logging::Untrusted;
+use crate::metrics::bump;
+use crate::problem::{FieldProblem, Problem};
+
+/// A trigger that was accepted.
+pub(super) enum Accepted {
+    Created(JobRecord),
+    /// The same `Idempotency-Key` and body came before: what that request created.
+    Replayed(JobRecord),
+}
+
+/// A trigger that was refused. `missing` tells the old routes which `Alert` to show.
+pub(super) struct Refused {
+    pub(super) problem: Problem,
+    pub(super) missing: bool,
+}
+
+impl From<Problem> for Refused {
+    fn from(problem: Problem) -> Refused {
+        Refused {
+            problem,
+            missing: false,
+        }
+    }
+}
+
+/// Longest `Idempotency-Key`.
+const MAX_KEY_CHARS: usize = 255;
+
+pub(super) fn idempotency_key(raw: Option<&str>) -> Result<Option<String>, Problem> {
+    let Some(key) = raw else { return Ok(None) };
+    let key = key.trim();
+    if key.is_empty()
+        || key.len() > MAX_KEY_CHARS
+        || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(Problem::bad_request(
+            "bad_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// FNV-1a, 64 bits: a digest that stays the same across builds and versions (std's hasher
+/// does not promise that), to tell a retried request from a different one under the same key.
+fn digest(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}-{}", body.len())
+}
+
+fn field_problems(problems: Problems) -> Vec<FieldProblem> {
+    problems
+        .into_iter()
+        .map(|p| FieldProblem {
+            field: p.field,
+            problem: p.message,
+        })
+        .collect()
+}
+
+pub(super) async fn accept(
+    app: &Arc<App>,
+    doc: &serde_json::Value,
+    body: &[u8],
+    key: Option<String>,
+) -> Result<Accepted, Refused> {
+    let result = accept_inner(app, doc, body, key).await;
+    match &result {
+        Ok(_) => bump(&app.metrics.triggers_accepted),
+        Err(refused) => {
+            bump(&app.metrics.triggers_rejected);
+            log::info!("trigger refused: {}", refused.problem);
+        }
+    }
+    result
+}
+
+async fn accept_inner(
+    app: &Arc<App>,
+    doc: &serde_json::Value,
+    body: &[u8],
+    key: Option<String>,
+) -> Result<Accepted, Refused> {
+    let now = Utc::now();
+    let mut errors = Vec::new();
+    let mut missing = false;
+    let trigger = match validate_trigger(doc) {
+        Ok(trigger) => Some(trigger),
+        Err(problems) => {
+            missing |= problems.any_missing();
+            errors.extend(field_problems(problems));
+            None
+        }
+    };
+    // The schedule is checked even when the rest failed, so one answer lists every problem.
+    let context = ScheduleContext::new(now, app.config.timezone);
+    let schedule = doc
+        .get("Schedule")
+        .and_then(serde_json::Value::as_object)
+        .map(|object| parse_schedule(object, &context));
+    let run_at = match schedule {
+        Some(Ok(ScheduleRequest::Once(once))) => Some(once.run_at),
+        Some(Ok(ScheduleRequest::Recurring(_))) => {
+            errors.push(FieldProblem {
+                field: "Schedule.cron".to_owned(),
+                problem: "recurring schedules are not accepted by this server version".to_owned(),
+            });
+            None
+        }
+        Some(Err(problems)) => {
+            for problem in problems.0 {
+                missing |= problem.missing;
+                errors.push(FieldProblem {
+                    field: problem.field,
+                    problem: problem.message,
+                });
+            }
+            None
+        }
+        None => None,
+    };
+    let (Some(trigger), Some(run_at), true) = (trigger, run_at, errors.is_empty()) else {
+        return Err(Refused {
+            problem: Problem::validation(errors),
+            missing,
+        });
+    };
+
+    let address = RobotAddress::new(&trigger.robot.robot_address);
+    let id = app.db.store().reserve_job_id();
+    let package = trigger.package;
+    // The package file first: the job must not exist without it. If the job is then refused,
+    // the file goes again.
+    let packages = app.packages.clone();
+    let to_save = package.clone();
+    let saved = tokio::task::spawn_blocking(move || packages.save(&to_save, id)).await;
+    match saved {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            log::error!("cannot write the package file of job {id}: {error}");
+            let problem = if error.is_storage_full() {
+                Problem {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    ..Problem::unavailable(
+                        "storage_full",
+                        "the packages folder's disk is full; nothing was stored",
+                    )
+                }
+            } else {
+                Problem::unavailable(
+                    "packages_unwritable",
+                    "the package file cannot be written; nothing was stored",
+                )
+            };
+            return Err(problem.into());
+        }
+        Err(error) => {
+            return Err(Problem::internal(format!("package write failed: {error}")).into());
+        }
+    }
+
+    let job = NewJob {
+        id,
+        package: package.to_json(),
+        package_name: package.name().to_owned(),
+        robot_address: address.as_str().to_owned(),
+        robot_name: trigger.robot.robot_name.clone(),
+        run_at,
+        schedule_id: None,
+        created_at: now,
+        reason: "created by trigger".to_owned(),
+        idempotency: key.map(|key| IdempotencyKey {
+            key,
+            request_hash: digest(body),
+        }),
+    };
+    let inserted = app.db.write(move |tx| tx.insert_job(&job)).await;
+    let remove_file = || {
+        let packages = app.packages.clone();
+        let name = package.name().to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = packages.remove(&name, id) {
+                log::warn!("cannot remove the package file of refused job {id}: {error}");
+            }
+        });
+    };
+    match inserted {
+        Ok(InsertJob::Created(job)) => {
+            log::info!(
+                "job {} created: robot {} package {} run_at {}",
+                job.id,
+                Untrusted(&job.robot_address),
+                Untrusted(&job.package_name),
+                crate::views::time(job.run_at)
+            );
+            app.dispatcher.wake(job.id, job.run_at);
+            Ok(Accepted::Created(job))
+        }
+        Ok(InsertJob::Replayed(job)) => {
+            remove_file();
+            Ok(Accepted::Replayed(job))
+        }
+        Ok(InsertJob::KeyConflict) => {
+            remove_file();
+            Err(Problem::conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
+            .into())
+        }
+        Ok(InsertJob::UnknownRobot) => {
+            remove_file();
+            Err(Problem::not_found(format!(
+                "no robot with address {} has ever registered",
+                address
+            ))
+            .into())
+        }
+        Err(error) => {
+            remove_file();
+            Err(Problem::from(error).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_tell_bodies_apart_and_stay_stable() {
+        assert_eq!(digest(b""), "cbf29ce484222325-0");
+        assert_ne!(digest(b"{\"a\":1}"), digest(b"{\"a\":2}"));
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert_eq!(idempotency_key(None), Ok(None));
+        assert_eq!(idempotency_key(Some(" k-1 ")), Ok(Some("k-1".to_owned())));
+        assert!(idempotency_key(Some("")).is_err());
+        assert!(idempotency_key(Some("é")).is_err());
+        assert!(idempotency_key(Some(&"k".repeat(256))).is_err());
+    }
+}

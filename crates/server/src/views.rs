@@ -1,0 +1,139 @@
+//! How stored records look on the API. Store rows are not wire types: these are.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rpa_store::{JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub(crate) fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Stored JSON goes out verbatim. It was serialized by this server, so it parses; the fallback
+/// keeps a hand-edited row from breaking a whole listing.
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned())
+        .or_else(|_| RawValue::from_string(serde_json::Value::String(json.to_owned()).to_string()))
+        .unwrap_or_else(|_| Box::<RawValue>::default())
+}
+
+#[derive(Serialize)]
+pub(crate) struct RobotView {
+    robot_address: String,
+    robot_name: String,
+    user_id: Option<Box<RawValue>>,
+    online: bool,
+    connection_id: Option<String>,
+    protocol: i32,
+    first_seen: String,
+    last_seen: String,
+    metadata: Box<RawValue>,
+}
+
+impl From<RobotRecord> for RobotView {
+    fn from(robot: RobotRecord) -> Self {
+        RobotView {
+            robot_address: robot.address,
+            robot_name: robot.name,
+            user_id: robot.user_id.as_deref().map(raw),
+            online: robot.online,
+            connection_id: robot.connection_id,
+            protocol: robot.protocol,
+            first_seen: time(robot.first_seen),
+            last_seen: time(robot.last_seen),
+            metadata: raw(&robot.metadata),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct MessageView {
+    id: i64,
+    robot_address: String,
+    connection_id: String,
+    received_at: String,
+    value: Box<RawValue>,
+}
+
+impl From<RobotMessageRecord> for MessageView {
+    fn from(message: RobotMessageRecord) -> Self {
+        MessageView {
+            id: message.id,
+            robot_address: message.robot_address,
+            connection_id: message.connection_id,
+            received_at: time(message.received_at),
+            value: raw(&message.value),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct JobView {
+    id: i64,
+    status: &'static str,
+    package: Box<RawValue>,
+    robot_address: String,
+    robot_name: String,
+    run_at: String,
+    schedule_id: Option<i64>,
+    attempts: i32,
+    created_at: String,
+    updated_at: String,
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventView>>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(job: JobRecord) -> Self {
+        JobView {
+            id: job.id,
+            status: job.status.as_str(),
+            package: raw(&job.package),
+            robot_address: job.robot_address,
+            robot_name: job.robot_name,
+            run_at: time(job.run_at),
+            schedule_id: job.schedule_id,
+            attempts: job.attempts,
+            created_at: time(job.created_at),
+            updated_at: time(job.updated_at),
+            last_error: job.last_error,
+            events: None,
+        }
+    }
+}
+
+impl JobView {
+    pub(crate) fn with_events(job: JobRecord, events: Vec<JobEventRecord>) -> JobView {
+        JobView {
+            events: Some(events.into_iter().map(EventView::from).collect()),
+            ..JobView::from(job)
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct EventView {
+    at: String,
+    from: Option<&'static str>,
+    to: &'static str,
+    reason: String,
+}
+
+impl From<JobEventRecord> for EventView {
+    fn from(event: JobEventRecord) -> Self {
+        EventView {
+            at: time(event.at),
+            from: event.from.map(|s| s.as_str()),
+            to: event.to.as_str(),
+            reason: event.reason,
+        }
+    }
+}
+
+/// A page of a listing: `next_after` is the key to pass as `after` for the next page.
+#[derive(Serialize)]
+pub(crate) struct Page<T, K> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next_after: Option<K>,
+}

@@ -1,0 +1,367 @@
+//! One robot connection: a single task that reads the robot's frames, writes what is queued for
+//! it, pings it once registered, and notices when it has gone silent.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rpa_protocol::{Dialect, RobotAddress};
+use rpa_registry::{CloseRequest, Outbound, Session};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::app::App;
+use crate::dispatch::Written;
+use crate::metrics::bump;
+
+pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Close codes the server sends.
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+pub(super) const CLOSE_POLICY: u16 = 1008;
+pub(super) const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What the connection registered as, once its metadata was accepted.
+#[derive(Debug, Clone)]
+pub(super) struct Registered {
+    pub(super) address: RobotAddress,
+    pub(super) extended: bool,
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// The robot closed it (or the TCP connection ended).
+    Peer(String),
+    /// The server closed it with this code.
+    Closed(CloseRequest),
+    /// Nothing arrived for three ping intervals.
+    Silent,
+    /// Reading or writing failed.
+    Failed(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Peer(detail) => write!(f, "closed by the robot ({detail})"),
+            End::Closed(close) => {
+                write!(f, "closed by the server ({} {})", close.code, close.reason)
+            }
+            End::Silent => f.write_str("silent for three ping intervals: considered dead"),
+            End::Failed(detail) => write!(f, "connection failed: {detail}"),
+        }
+    }
+}
+
+pub(super) struct Connection {
+    pub(super) app: Arc<App>,
+    pub(super) session: Arc<Session>,
+    pub(super) ws: Socket,
+    /// Decided by the first valid frame; `_event` until then.
+    pub(super) dialect: Option<Dialect>,
+    pub(super) robot: Option<Registered>,
+    last_inbound: Instant,
+    next_ping: Option<Instant>,
+    bad_frames: VecDeque<Instant>,
+    /// Sendings written to an extended robot and not yet acknowledged: job id -> sending number.
+    pub(super) awaiting_ack: HashMap<i64, i32>,
+}
+
+/// A short tag naming the connection in log lines: `conn=<id> robot=<address>`.
+pub(super) struct Tag<'a>(&'a Connection);
+
+impl fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn={} robot=", self.0.session.id())?;
+        match &self.0.robot {
+            // An address is a MAC or text the robot chose: quote it unless it is a MAC.
+            Some(robot) if robot.address.is_mac() => write!(f, "{}", robot.address),
+            Some(robot) => write!(f, "{}", crate::logging::Untrusted(robot.address.as_str())),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
+    let session = app.registry.connect();
+    let _tracked = app.connections.track();
+    bump(&app.metrics.connections_opened);
+    let opened = Instant::now();
+    let mut connection = Connection {
+        app,
+        session,
+        ws,
+        dialect: None,
+        robot: None,
+        last_inbound: opened,
+        next_ping: None,
+        bad_frames: VecDeque::new(),
+        awaiting_ack: HashMap::new(),
+    };
+    log::info!("{}: connected from {peer}", connection.tag());
+    let end = connection.serve().await;
+    connection.finish(end, opened.elapsed()).await;
+}
+
+impl Connection {
+    pub(super) fn tag(&self) -> Tag<'_> {
+        Tag(self)
+    }
+
+    pub(super) fn dialect(&self) -> Dialect {
+        self.dialect.unwrap_or_default()
+    }
+
+    async fn serve(&mut self) -> End {
+        let ping_interval = self.app.config.ping_interval;
+        let dead_after = ping_interval * 3;
+        loop {
+            if let Some(close) = self.session.close_request() {
+                return self.close(close).await;
+            }
+            if let Err(end) = self.flush_queue().await {
+                return end;
+            }
+            let silent_at = self.last_inbound + dead_after;
+            let deadline = self.next_ping.map_or(silent_at, |ping| ping.min(silent_at));
+            tokio::select! {
+                () = self.session.woken() => {}
+                frame = self.ws.next() => {
+                    self.last_inbound = Instant::now();
+                    match frame {
+                        None => return End::Peer("end of stream".to_owned()),
+                        Some(Ok(message)) => {
+                            if let Err(end) = self.on_message(message).await {
+                                return end;
+                            }
+                        }
+                        Some(Err(error)) => return self.on_read_error(error).await,
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if now >= silent_at {
+                        return End::Silent;
+                    }
+                    if self.next_ping.is_some_and(|ping| now >= ping) {
+                        self.next_ping = Some(now + ping_interval);
+                        if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                            return end;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        match message {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            Message::Binary(_) => self.bad_frame(rpa_protocol::FrameError::Binary, "").await,
+            // tungstenite answers pings itself; pongs only prove the robot is alive.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Close(frame) => Err(End::Peer(match frame {
+                Some(frame) => format!("code {}", u16::from(frame.code)),
+                None => "no code".to_owned(),
+            })),
+        }
+    }
+
+    /// Starts pinging: only registered robots are pinged, as the original did.
+    pub(super) fn start_pings(&mut self) {
+        if self.next_ping.is_none() {
+            self.next_ping = Some(Instant::now() + self.app.config.ping_interval);
+        }
+    }
+
+    /// Counts a bad frame; too many within the window close the connection with 1008.
+    pub(super) fn too_many_bad_frames(&mut self) -> bool {
+        let limits = &self.app.config.limits;
+        let now = Instant::now();
+        while self
+            .bad_frames
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > limits.bad_frame_window)
+        {
+            self.bad_frames.pop_front();
+        }
+        self.bad_frames.push_back(now);
+        self.bad_frames.len() > limits.bad_frames as usize
+    }
+
+    async fn on_read_error(&mut self, error: WsError) -> End {
+        match error {
+            WsError::Capacity(detail) => {
+                log::warn!("{}: frame over the size limit: {detail}", self.tag());
+                self.close(CloseRequest {
+                    code: CLOSE_TOO_BIG,
+                    reason: "message too big".to_owned(),
+                })
+                .await
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                End::Peer("connection closed".to_owned())
+            }
+            WsError::Protocol(detail) => {
+                log::warn!("{}: WebSocket protocol error: {detail}", self.tag());
+                End::Failed(format!("protocol error: {detail}"))
+            }
+            WsError::Utf8(detail) => {
+                log::warn!("{}: text frame is not UTF-8", self.tag());
+                End::Failed(format!(
+                    "invalid UTF-8: {}",
+                    crate::logging::Untrusted(&detail)
+                ))
+            }
+            other => End::Failed(other.to_string()),
+        }
+    }
+
+    /// Writes what is queued for the robot, confirming each sending once written.
+    async fn flush_queue(&mut self) -> Result<(), End> {
+        while let Some(item) = self.session.pop() {
+            let Outbound { text, job } = item;
+            if let Err(end) = self.send(Message::text(text)).await {
+                if let Some(sending) = job {
+                    self.app.dispatcher.give_back(
+                        sending,
+                        Utc::now(),
+                        chrono::TimeDelta::zero(),
+                        "the connection failed while the package was being written",
+                    );
+                }
+                return Err(end);
+            }
+            if let Some(sending) = job {
+                let extended = self.robot.as_ref().is_some_and(|r| r.extended);
+                if extended {
+                    self.awaiting_ack.insert(sending.job_id, sending.attempt);
+                }
+                self.app.dispatcher.written(Written {
+                    sending,
+                    awaiting_ack: extended,
+                    at: Utc::now(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one frame, bounded in time: a robot that does not read is disconnected rather
+    /// than allowed to hold the server's memory.
+    pub(super) async fn send(&mut self, message: Message) -> Result<(), End> {
+        let limit = self.app.config.limits.write_timeout;
+        match timeout(limit, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => {
+                bump(&self.app.metrics.slow_robots_closed);
+                log::warn!("{}: the robot does not read: disconnecting it", self.tag());
+                Err(End::Failed(
+                    "the robot does not read (write timed out)".to_owned(),
+                ))
+            }
+            Ok(Err(error)) => Err(End::Failed(format!("write failed: {error}"))),
+        }
+    }
+
+    /// Sends a close frame and waits briefly for the robot's answer.
+    async fn close(&mut self, request: CloseRequest) -> End {
+        let frame = CloseFrame {
+            code: CloseCode::from(request.code),
+            reason: request.reason.clone().into(),
+        };
+        let closing = async {
+            if self.ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            }
+        };
+        let _ = timeout(Duration::from_secs(2), closing).await;
+        End::Closed(request)
+    }
+
+    async fn finish(mut self, end: End, lasted: Duration) {
+        let now = Utc::now();
+        for item in self.session.finish() {
+            if let Some(sending) = item.job {
+                self.app.dispatcher.give_back(
+                    sending,
+                    now,
+                    chrono::TimeDelta::zero(),
+                    "the robot's connection closed before the package was written",
+                );
+            }
+        }
+        let still_live = self.app.registry.disconnect(&self.session);
+        let unacknowledged: Vec<(i64, i32)> = self.awaiting_ack.drain().collect();
+        if !unacknowledged.is_empty() {
+            self.sendings_lost(unacknowledged, now);
+        }
+        match (&self.robot, still_live) {
+            (Some(robot), Some(_)) => {
+                let address = robot.address.as_str().to_owned();
+                let connection_id = self.session.id().to_string();
+                let result = self
+                    .app
+                    .db
+                    .write(move |tx| tx.robot_disconnected(&address, &connection_id, now))
+                    .await;
+                if let Err(error) = result {
+                    log::error!(
+                        "{}: cannot record that the robot is offline: {error}",
+                        self.tag()
+                    );
+                }
+                log::info!(
+                    "{}: disconnected after {:.1} s, {end}; robot offline",
+                    self.tag(),
+                    lasted.as_secs_f64()
+                );
+            }
+            (Some(_), None) => log::info!(
+                "{}: disconnected after {:.1} s, {end}; the robot stays online on its newer connection",
+                self.tag(),
+                lasted.as_secs_f64()
+            ),
+            (None, _) => log::info!(
+                "{}: disconnected after {:.1} s, {end}; it never registered",
+                self.tag(),
+                lasted.as_secs_f64()
+            ),
+        }
+    }
+
+    /// Sendings the robot never acknowledged go out again (on its next connection).
+    fn sendings_lost(&mut self, sendings: Vec<(i64, i32)>, now: chrono::DateTime<Utc>) {
+        let policy = *self.app.dispatcher.policy();
+        let dispatcher = self.app.dispatcher.clone();
+        let tag = self.tag().to_string();
+        let submitted = self.app.db.store().writer().submit(
+            move |tx| tx.connection_lost(&sendings, now, &policy),
+            move |result| match result {
+                Ok(changed) => {
+                    for (id, status) in changed {
+                        log::info!("{tag}: job {id} was not acknowledged before the connection closed: now {}", status.as_str());
+                        dispatcher.wake(id, now);
+                    }
+                }
+                Err(error) => log::error!("{tag}: cannot record unacknowledged sendings: {error}"),
+            },
+        );
+        if let Err(error) = submitted {
+            log::error!(
+                "{}: cannot record unacknowledged sendings: {error}",
+                self.tag()
+            );
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Connection set-up. Every connection gets a busy timeout first (so the statements after it wait
+//! instead of failing while another connection writes), then WAL and foreign keys. The writer
+//! alone runs with `synchronous = FULL`: a commit is flushed before it is acknowledged.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::CustomizeConnection;
+use diesel::{Connection, SqliteConnection};
+
+use crate::StoreError;
+
+pub(crate) fn establish(path: &Path) -> Result<SqliteConnection, StoreError> {
+    let url = path.to_str().ok_or_else(|| StoreError::Open {
+        path: path.to_owned(),
+        reason: "the path is not valid UTF-8".to_owned(),
+    })?;
+    SqliteConnection::establish(url).map_err(|error| StoreError::Open {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+pub(crate) fn setup_writer(
+    conn: &mut SqliteConnection,
+    busy_timeout: Duration,
+) -> Result<(), diesel::result::Error> {
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {};",
+        busy_timeout.as_millis()
+    ))?;
+    conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+    conn.batch_execute("PRAGMA synchronous = FULL;")?;
+    conn.batch_execute("PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// Pool connections only read: `query_only` turns an accidental write through them into an
+/// error instead of a second writer racing the real one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderSetup {
+    pub(crate) busy_timeout: Duration,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        let setup = |conn: &mut SqliteConnection| -> Result<(), diesel::result::Error> {
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {};",
+                self.busy_timeout.as_millis()
+            ))?;
+            conn.batch_execute("PRAGMA foreign_keys = ON;")?;
+            conn.batch_execute("PRAGMA query_only = ON;")?;
+            Ok(())
+        };
+        setup(conn).map_err(diesel::r2d2::Error::QueryError)
+    }
+}

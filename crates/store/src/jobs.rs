@@ -1,0 +1,472 @@
+//! Jobs: creation, reading, and the records the API shows. The delivery state machine is in
+//! `transitions.rs`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::schema::{idempotency_keys, job_events, jobs, robots};
+use crate::time::{from_micros, to_micros};
+use crate::{ReadConn, StoreError, WriteTx};
+
+/// The statuses of http-api.md, spelt as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobStatus {
+    Pending,
+    Executed,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Pending,
+        JobStatus::Executed,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "Pending",
+            JobStatus::Executed => "Executed",
+            JobStatus::Succeeded => "Succeeded",
+            JobStatus::Failed => "Failed",
+            JobStatus::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Accepts any capitalisation: the original frontend compared statuses case-insensitively.
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// Succeeded, Failed and Cancelled never change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    pub(crate) fn from_stored(text: &str) -> Result<JobStatus, StoreError> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job status {text:?}")))
+    }
+}
+
+/// Where a job's current sending stands. Internal to delivery; the API shows only the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not being sent.
+    Idle,
+    /// Claimed for sending; not yet known to be written to the robot's socket.
+    Claimed,
+    /// Written to an extended robot, which has not acknowledged it yet.
+    AwaitingAck,
+    /// Written (and acknowledged, for an extended robot).
+    Written,
+}
+
+impl Delivery {
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Delivery::Idle => 0,
+            Delivery::Claimed => 1,
+            Delivery::AwaitingAck => 2,
+            Delivery::Written => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: i32) -> Result<Delivery, StoreError> {
+        match code {
+            0 => Ok(Delivery::Idle),
+            1 => Ok(Delivery::Claimed),
+            2 => Ok(Delivery::AwaitingAck),
+            3 => Ok(Delivery::Written),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown delivery phase {other}"
+            ))),
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: i64,
+    pub status: JobStatus,
+    /// The trigger's Package object as received (JSON).
+    pub package: String,
+    pub package_name: String,
+    pub robot_address: String,
+    pub robot_name: String,
+    pub run_at: DateTime<Utc>,
+    pub schedule_id: Option<i64>,
+    /// Sendings so far, the first included.
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// When the scheduler looks at the job next; `None` while it waits for an event.
+    pub wake_at: Option<DateTime<Utc>>,
+    pub delivery: Delivery,
+    pub forced: bool,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Queryable)]
+pub(crate) struct JobRow {
+    id: i64,
+    status: String,
+    package: String,
+    package_name: String,
+    robot_address: String,
+    robot_name: String,
+    run_at: i64,
+    schedule_id: Option<i64>,
+    attempts: i32,
+    created_at: i64,
+    updated_at: i64,
+    last_error: Option<String>,
+    wake_at: Option<i64>,
+    delivery: i32,
+    forced: bool,
+    sent_at: Option<i64>,
+}
+
+impl JobRow {
+    pub(crate) fn into_record(self) -> Result<JobRecord, StoreError> {
+        Ok(JobRecord {
+            id: self.id,
+            status: JobStatus::from_stored(&self.status)?,
+            package: self.package,
+            package_name: self.package_name,
+            robot_address: self.robot_address,
+            robot_name: self.robot_name,
+            run_at: from_micros(self.run_at),
+            schedule_id: self.schedule_id,
+            attempts: self.attempts,
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            last_error: self.last_error,
+            wake_at: self.wake_at.map(from_micros),
+            delivery: Delivery::from_code(self.delivery)?,
+            forced: self.forced,
+            sent_at: self.sent_at.map(from_micros),
+        })
+    }
+}
+
+/// One state change of a job, or an event within a state (a resend, an acknowledgement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEventRecord {
+    pub id: i64,
+    pub job_id: i64,
+    pub at: DateTime<Utc>,
+    /// `None` for the creation event.
+    pub from: Option<JobStatus>,
+    pub to: JobStatus,
+    pub reason: String,
+}
+
+#[derive(Queryable)]
+struct JobEventRow {
+    id: i64,
+    job_id: i64,
+    at: i64,
+    from_status: Option<String>,
+    to_status: String,
+    reason: String,
+}
+
+/// A key that makes a retried trigger return what its first request created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// A digest of the request, so that the same key with a different body can be refused.
+    pub request_hash: String,
+}
+
+/// A job to create. The id was reserved with `Store::reserve_job_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub id: i64,
+    pub package: String,
+    pub package_name: String,
+    pub robot_address: String,
+    pub robot_name: String,
+    pub run_at: DateTime<Utc>,
+    pub schedule_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    /// Why the job exists, for its first event.
+    pub reason: String,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertJob {
+    Created(JobRecord),
+    /// The idempotency key was used before with the same request: here is what it created.
+    Replayed(JobRecord),
+    /// The idempotency key was used before with a different request.
+    KeyConflict,
+    /// No robot with that address ever registered.
+    UnknownRobot,
+}
+
+/// Which jobs a listing returns: newest first, keyset pages by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub robot_address: Option<String>,
+    pub schedule_id: Option<i64>,
+    /// Only ids below this one (the last id of the previous page).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A job the scheduler has to look at, in `wake_at` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueJob {
+    pub id: i64,
+    pub wake_at: DateTime<Utc>,
+    pub robot_address: String,
+}
+
+pub(crate) fn record_event(
+    conn: &mut SqliteConnection,
+    job_id: i64,
+    at: DateTime<Utc>,
+    from: Option<JobStatus>,
+    to: JobStatus,
+    reason: &str,
+) -> Result<(), StoreError> {
+    diesel::insert_into(job_events::table)
+        .values((
+            job_events::job_id.eq(job_id),
+            job_events::at.eq(to_micros(at)),
+            job_events::from_status.eq(from.map(JobStatus::as_str)),
+            job_events::to_status.eq(to.as_str()),
+            job_events::reason.eq(reason),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn load_job(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> Result<Option<JobRecord>, StoreError> {
+    jobs::table
+        .find(id)
+        .first::<JobRow>(conn)
+        .optional()?
+        .map(JobRow::into_record)
+        .transpose()
+}
+
+impl WriteTx<'_> {
+    /// Creates a Pending job, due at its `run_at`, with its creation event.
+    pub fn insert_job(&mut self, job: &NewJob) -> Result<InsertJob, StoreError> {
+        if let Some(key) = &job.idempotency {
+            let seen: Option<(String, Option<i64>)> = idempotency_keys::table
+                .find(&key.key)
+                .select((idempotency_keys::request_hash, idempotency_keys::job_id))
+                .first(self.conn)
+                .optional()?;
+            if let Some((hash, job_id)) = seen {
+                if hash != key.request_hash {
+                    return Ok(InsertJob::KeyConflict);
+                }
+                let first = match job_id {
+                    Some(id) => load_job(self.conn, id)?,
+                    None => None,
+                };
+                return Ok(match first {
+                    Some(record) => InsertJob::Replayed(record),
+                    // The key named something that was purged since: treat it as reused.
+                    None => InsertJob::KeyConflict,
+                });
+            }
+        }
+        let robot_known = robots::table
+            .find(&job.robot_address)
+            .select(robots::address)
+            .first::<String>(self.conn)
+            .optional()?
+            .is_some();
+        if !robot_known {
+            return Ok(InsertJob::UnknownRobot);
+        }
+        let created = to_micros(job.created_at);
+        let run_at = to_micros(job.run_at);
+        diesel::insert_into(jobs::table)
+            .values((
+                jobs::id.eq(job.id),
+                jobs::status.eq(JobStatus::Pending.as_str()),
+                jobs::package.eq(&job.package),
+                jobs::package_name.eq(&job.package_name),
+                jobs::robot_address.eq(&job.robot_address),
+                jobs::robot_name.eq(&job.robot_name),
+                jobs::run_at.eq(run_at),
+                jobs::schedule_id.eq(job.schedule_id),
+                jobs::attempts.eq(0),
+                jobs::created_at.eq(created),
+                jobs::updated_at.eq(created),
+                jobs::wake_at.eq(Some(run_at)),
+                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::forced.eq(false),
+            ))
+            .execute(self.conn)?;
+        record_event(
+            self.conn,
+            job.id,
+            job.created_at,
+            None,
+            JobStatus::Pending,
+            &job.reason,
+        )?;
+        if let Some(key) = &job.idempotency {
+            diesel::insert_into(idempotency_keys::table)
+                .values((
+                    idempotency_keys::key.eq(&key.key),
+                    idempotency_keys::request_hash.eq(&key.request_hash),
+                    idempotency_keys::job_id.eq(Some(job.id)),
+                    idempotency_keys::created_at.eq(created),
+                ))
+                .execute(self.conn)?;
+        }
+        Ok(InsertJob::Created(JobRecord {
+            id: job.id,
+            status: JobStatus::Pending,
+            package: job.package.clone(),
+            package_name: job.package_name.clone(),
+            robot_address: job.robot_address.clone(),
+            robot_name: job.robot_name.clone(),
+            run_at: job.run_at,
+            schedule_id: job.schedule_id,
+            attempts: 0,
+            created_at: job.created_at,
+            updated_at: job.created_at,
+            last_error: None,
+            wake_at: Some(job.run_at),
+            delivery: Delivery::Idle,
+            forced: false,
+            sent_at: None,
+        }))
+    }
+
+    pub fn job(&mut self, id: i64) -> Result<Option<JobRecord>, StoreError> {
+        load_job(self.conn, id)
+    }
+}
+
+impl ReadConn<'_> {
+    pub fn job(&mut self, id: i64) -> Result<Option<JobRecord>, StoreError> {
+        load_job(self.conn, id)
+    }
+
+    pub fn job_events(&mut self, job_id: i64) -> Result<Vec<JobEventRecord>, StoreError> {
+        job_events::table
+            .filter(job_events::job_id.eq(job_id))
+            .order(job_events::id.asc())
+            .load::<JobEventRow>(self.conn)?
+            .into_iter()
+            .map(|row| {
+                Ok(JobEventRecord {
+                    id: row.id,
+                    job_id: row.job_id,
+                    at: from_micros(row.at),
+                    from: row
+                        .from_status
+                        .as_deref()
+                        .map(JobStatus::from_stored)
+                        .transpose()?,
+                    to: JobStatus::from_stored(&row.to_status)?,
+                    reason: row.reason,
+                })
+            })
+            .collect()
+    }
+
+    pub fn jobs(&mut self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let mut query = jobs::table.into_boxed();
+        if let Some(status) = filter.status {
+            query = query.filter(jobs::status.eq(status.as_str()));
+        }
+        if let Some(robot) = &filter.robot_address {
+            query = query.filter(jobs::robot_address.eq(robot));
+        }
+        if let Some(schedule) = filter.schedule_id {
+            query = query.filter(jobs::schedule_id.eq(schedule));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(jobs::id.lt(before));
+        }
+        query
+            .order(jobs::id.desc())
+            .limit(filter.limit)
+            .load::<JobRow>(self.conn)?
+            .into_iter()
+            .map(JobRow::into_record)
+            .collect()
+    }
+
+    /// Jobs whose `wake_at` is at or before `until`, earliest first, at most `limit`.
+    pub fn due_jobs(
+        &mut self,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueJob>, StoreError> {
+        let rows: Vec<(i64, Option<i64>, String)> = jobs::table
+            .filter(jobs::wake_at.is_not_null())
+            .filter(jobs::wake_at.le(to_micros(until)))
+            .order((jobs::wake_at.asc(), jobs::id.asc()))
+            .select((jobs::id, jobs::wake_at, jobs::robot_address))
+            .limit(limit)
+            .load(self.conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, wake_at, robot_address)| DueJob {
+                id,
+                wake_at: from_micros(wake_at.unwrap_or_default()),
+                robot_address,
+            })
+            .collect())
+    }
+
+    /// The earliest `wake_at` of all jobs, if any job is waiting for a time.
+    pub fn next_wake(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<Option<i64>> = jobs::table
+            .filter(jobs::wake_at.is_not_null())
+            .order(jobs::wake_at.asc())
+            .select(jobs::wake_at)
+            .first(self.conn)
+            .optional()?;
+        Ok(next.flatten().map(from_micros))
+    }
+
+    /// How many jobs are in each status, for metrics.
+    pub fn count_jobs_by_status(&mut self) -> Result<Vec<(JobStatus, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = jobs::table
+            .group_by(jobs::status)
+            .select((jobs::status, diesel::dsl::count_star()))
+            .load(self.conn)?;
+        rows.into_iter()
+            .map(|(status, count)| Ok((JobStatus::from_stored(&status)?, count)))
+            .collect()
+    }
+
+    pub(crate) fn max_job_id(&mut self) -> Result<i64, StoreError> {
+        let max: Option<i64> = jobs::table
+            .select(diesel::dsl::max(jobs::id))
+            .first(self.conn)?;
+        Ok(max.unwrap_or(0))
+    }
+}

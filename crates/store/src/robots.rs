@@ -1,0 +1,253 @@
+//! Robots and the messages they send.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::schema::{robot_messages, robots};
+use crate::time::{from_micros, to_micros};
+use crate::{ReadConn, StoreError, WriteTx};
+
+/// A robot as stored. Times are UTC; JSON columns are kept as text, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotRecord {
+    pub address: String,
+    pub name: String,
+    /// JSON of the metadata's `userID` (a number) or `uuid` (a string).
+    pub user_id: Option<String>,
+    pub online: bool,
+    pub connection_id: Option<String>,
+    /// 1 for field robots, 2 for the extended protocol.
+    pub protocol: i32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The metadata object as received (JSON).
+    pub metadata: String,
+}
+
+#[derive(Queryable)]
+struct RobotRow {
+    address: String,
+    name: String,
+    user_id: Option<String>,
+    online: bool,
+    connection_id: Option<String>,
+    protocol: i32,
+    first_seen: i64,
+    last_seen: i64,
+    metadata: String,
+}
+
+impl From<RobotRow> for RobotRecord {
+    fn from(row: RobotRow) -> Self {
+        RobotRecord {
+            address: row.address,
+            name: row.name,
+            user_id: row.user_id,
+            online: row.online,
+            connection_id: row.connection_id,
+            protocol: row.protocol,
+            first_seen: from_micros(row.first_seen),
+            last_seen: from_micros(row.last_seen),
+            metadata: row.metadata,
+        }
+    }
+}
+
+/// What a robot's accepted metadata records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotRegistration {
+    pub address: String,
+    pub name: String,
+    pub user_id: Option<String>,
+    pub protocol: i32,
+    pub metadata: String,
+    pub connection_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A message a robot sent, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotMessageRecord {
+    pub id: i64,
+    pub robot_address: String,
+    pub connection_id: String,
+    pub received_at: DateTime<Utc>,
+    /// JSON as the robot sent it.
+    pub value: String,
+}
+
+#[derive(Queryable)]
+struct RobotMessageRow {
+    id: i64,
+    robot_address: String,
+    connection_id: String,
+    received_at: i64,
+    value: String,
+}
+
+impl From<RobotMessageRow> for RobotMessageRecord {
+    fn from(row: RobotMessageRow) -> Self {
+        RobotMessageRecord {
+            id: row.id,
+            robot_address: row.robot_address,
+            connection_id: row.connection_id,
+            received_at: from_micros(row.received_at),
+            value: row.value,
+        }
+    }
+}
+
+/// Which robots a listing returns: keyset pages ordered by address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RobotFilter {
+    pub online: Option<bool>,
+    /// Only addresses after this one.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+impl WriteTx<'_> {
+    /// Records the robot as online on `connection_id`, creating it on its first registration.
+    /// Returns true when the robot was new.
+    pub fn register_robot(&mut self, robot: &RobotRegistration) -> Result<bool, StoreError> {
+        let at = to_micros(robot.at);
+        let updated = diesel::update(robots::table.find(&robot.address))
+            .set((
+                robots::name.eq(&robot.name),
+                robots::user_id.eq(&robot.user_id),
+                robots::online.eq(true),
+                robots::connection_id.eq(&robot.connection_id),
+                robots::protocol.eq(robot.protocol),
+                robots::last_seen.eq(at),
+                robots::metadata.eq(&robot.metadata),
+            ))
+            .execute(self.conn)?;
+        if updated > 0 {
+            return Ok(false);
+        }
+        diesel::insert_into(robots::table)
+            .values((
+                robots::address.eq(&robot.address),
+                robots::name.eq(&robot.name),
+                robots::user_id.eq(&robot.user_id),
+                robots::online.eq(true),
+                robots::connection_id.eq(&robot.connection_id),
+                robots::protocol.eq(robot.protocol),
+                robots::first_seen.eq(at),
+                robots::last_seen.eq(at),
+                robots::metadata.eq(&robot.metadata),
+            ))
+            .execute(self.conn)?;
+        Ok(true)
+    }
+
+    /// Marks the robot offline if `connection_id` is still its live connection: a connection that
+    /// was replaced by a newer one must not take the robot offline when it closes.
+    pub fn robot_disconnected(
+        &mut self,
+        address: &str,
+        connection_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated = diesel::update(
+            robots::table
+                .find(address)
+                .filter(robots::connection_id.eq(connection_id)),
+        )
+        .set((
+            robots::online.eq(false),
+            robots::connection_id.eq(None::<String>),
+            robots::last_seen.eq(to_micros(at)),
+        ))
+        .execute(self.conn)?;
+        Ok(updated > 0)
+    }
+
+    /// At start nobody is connected yet, whatever the last run left behind.
+    pub fn mark_all_robots_offline(&mut self) -> Result<usize, StoreError> {
+        Ok(
+            diesel::update(robots::table.filter(robots::online.eq(true)))
+                .set((
+                    robots::online.eq(false),
+                    robots::connection_id.eq(None::<String>),
+                ))
+                .execute(self.conn)?,
+        )
+    }
+
+    pub fn insert_robot_message(
+        &mut self,
+        robot_address: &str,
+        connection_id: &str,
+        received_at: DateTime<Utc>,
+        value: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(diesel::insert_into(robot_messages::table)
+            .values((
+                robot_messages::robot_address.eq(robot_address),
+                robot_messages::connection_id.eq(connection_id),
+                robot_messages::received_at.eq(to_micros(received_at)),
+                robot_messages::value.eq(value),
+            ))
+            .returning(robot_messages::id)
+            .get_result(self.conn)?)
+    }
+}
+
+impl ReadConn<'_> {
+    pub fn robot(&mut self, address: &str) -> Result<Option<RobotRecord>, StoreError> {
+        Ok(robots::table
+            .find(address)
+            .first::<RobotRow>(self.conn)
+            .optional()?
+            .map(RobotRecord::from))
+    }
+
+    pub fn robots(&mut self, filter: &RobotFilter) -> Result<Vec<RobotRecord>, StoreError> {
+        let mut query = robots::table.into_boxed();
+        if let Some(online) = filter.online {
+            query = query.filter(robots::online.eq(online));
+        }
+        if let Some(after) = &filter.after {
+            query = query.filter(robots::address.gt(after));
+        }
+        Ok(query
+            .order(robots::address.asc())
+            .limit(filter.limit)
+            .load::<RobotRow>(self.conn)?
+            .into_iter()
+            .map(RobotRecord::from)
+            .collect())
+    }
+
+    pub fn count_robots(&mut self) -> Result<(i64, i64), StoreError> {
+        let all = robots::table.count().get_result(self.conn)?;
+        let online = robots::table
+            .filter(robots::online.eq(true))
+            .count()
+            .get_result(self.conn)?;
+        Ok((all, online))
+    }
+
+    /// The robot's messages, newest first, with ids below `before` when given.
+    pub fn robot_messages(
+        &mut self,
+        robot_address: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RobotMessageRecord>, StoreError> {
+        let mut query = robot_messages::table
+            .filter(robot_messages::robot_address.eq(robot_address))
+            .into_boxed();
+        if let Some(before) = before {
+            query = query.filter(robot_messages::id.lt(before));
+        }
+        Ok(query
+            .order(robot_messages::id.desc())
+            .limit(limit)
+            .load::<RobotMessageRow>(self.conn)?
+            .into_iter()
+            .map(RobotMessageRecord::from)
+            .collect())
+    }
+}

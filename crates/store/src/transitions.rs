@@ -1,0 +1,766 @@
+//! The delivery state machine: every change a job goes through after its creation.
+//!
+//! Each operation reads the job's current row and decides inside the writer's transaction, so a
+//! decision is never made on a stale copy: a cancel that committed first wins over a sending that
+//! was about to start, and a report that raced its own sending is still recorded.
+//!
+//! Sending is at-least-once. A job is *claimed* (Executed, delivery `Claimed`, with a `wake_at`
+//! guard) before its package is handed to the robot's connection; the connection then confirms
+//! that the frame was written (`mark_written`) or hands it back (`unsend`). A crash between the
+//! two leaves the claim in the database, and `recover_in_flight` turns it back into a Pending job
+//! at the next start, so the package is sent again rather than lost.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::prelude::*;
+
+use crate::jobs::{Delivery, JobStatus, load_job, record_event};
+use crate::schema::jobs;
+use crate::time::{from_micros, to_micros};
+use crate::{JobRecord, StoreError, WriteTx};
+
+/// The rules of sending, from the server's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Sendings of one job at most, the first included.
+    pub max_attempts: i32,
+    /// How long an extended robot has to acknowledge a package before it is sent again.
+    pub ack_timeout: TimeDelta,
+    /// How long a claim may stay unconfirmed before the scheduler looks at the job again.
+    pub claim_guard: TimeDelta,
+    /// A job first sent later than this after its `run_at` fails as missed instead.
+    pub misfire_grace: Option<TimeDelta>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: 5,
+            ack_timeout: TimeDelta::seconds(30),
+            claim_guard: TimeDelta::seconds(60),
+            misfire_grace: None,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Back-off before resending after the `attempts`-th sending was declined: 1 s, 2 s, 4 s, ...
+    /// capped at 60 s.
+    pub fn backoff(attempts: i32) -> TimeDelta {
+        let exponent = u32::try_from(attempts.saturating_sub(1))
+            .unwrap_or(0)
+            .min(6);
+        TimeDelta::seconds((1_i64 << exponent).min(60))
+    }
+}
+
+/// A job claimed for sending: what the connection needs to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    /// The Package object as received (JSON).
+    pub package: String,
+    pub robot_address: String,
+    /// This sending's number, the first being 1. Confirmations quote it, so that a confirmation
+    /// of an older sending cannot touch a newer one.
+    pub attempt: i32,
+    pub run_at: DateTime<Utc>,
+}
+
+/// What the scheduler's look at a job decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueOutcome {
+    /// Claimed: send it now.
+    Send(Claimed),
+    /// Due, but its robot is offline: it waits for the robot to register.
+    Parked,
+    /// Given up, with the reason.
+    Failed(String),
+    /// Nothing to do: the job changed since it was read (cancelled, reported, rescheduled).
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Updated {
+        from: JobStatus,
+        to: JobStatus,
+    },
+    UnknownJob,
+    /// The job belongs to another robot: a robot may only report on its own jobs.
+    NotThisRobot,
+    /// The job is not in a state a report can change (never sent, or already final).
+    NotReportable(JobStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Acknowledged,
+    /// A duplicate or late acknowledgement: the sending was already confirmed.
+    AlreadyConfirmed,
+    UnknownJob,
+    NotThisRobot,
+    NotAwaiting(JobStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclineOutcome {
+    /// Sent again after `delay`, as sending number `attempt`.
+    Resend {
+        job_id: i64,
+        attempt: i32,
+        delay: TimeDelta,
+    },
+    /// The limit of sendings is reached: the job failed.
+    GaveUp { job_id: i64 },
+    /// No sent job of this robot matches.
+    NoJob,
+}
+
+/// What [`WriteTx::claim_for_robot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotClaim {
+    pub outcomes: Vec<DueOutcome>,
+    /// Jobs beyond the limit, now due at the given `overflow_at`.
+    pub deferred: Vec<i64>,
+}
+
+/// The result of a cancel or force request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Changed(Box<JobRecord>),
+    NotFound,
+    /// The job's status forbids the change.
+    Conflict(JobStatus),
+}
+
+struct Current {
+    status: JobStatus,
+    delivery: Delivery,
+    attempts: i32,
+    forced: bool,
+    run_at: i64,
+    wake_at: Option<i64>,
+    robot_address: String,
+}
+
+type CurrentRow = (String, i32, i32, bool, i64, Option<i64>, String);
+
+fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, StoreError> {
+    let row: Option<CurrentRow> = jobs::table
+        .find(id)
+        .select((
+            jobs::status,
+            jobs::delivery,
+            jobs::attempts,
+            jobs::forced,
+            jobs::run_at,
+            jobs::wake_at,
+            jobs::robot_address,
+        ))
+        .first(conn)
+        .optional()?;
+    row.map(
+        |(status, delivery, attempts, forced, run_at, wake_at, robot_address)| {
+            Ok(Current {
+                status: JobStatus::from_stored(&status)?,
+                delivery: Delivery::from_code(delivery)?,
+                attempts,
+                forced,
+                run_at,
+                wake_at,
+                robot_address,
+            })
+        },
+    )
+    .transpose()
+}
+
+/// Bounds text that came from a robot before it goes into a reason or `last_error`.
+fn bounded(text: &str) -> String {
+    const MAX: usize = 1000;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+    }
+}
+
+fn seconds(delta: TimeDelta) -> String {
+    format!("{:.3} s", delta.num_milliseconds() as f64 / 1000.0)
+}
+
+impl WriteTx<'_> {
+    fn set_status(
+        &mut self,
+        id: i64,
+        status: JobStatus,
+        delivery: Delivery,
+        wake_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(status.as_str()),
+                jobs::delivery.eq(delivery.code()),
+                jobs::wake_at.eq(wake_at.map(to_micros)),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    fn fail(
+        &mut self,
+        id: i64,
+        from: JobStatus,
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(JobStatus::Failed.as_str()),
+                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::wake_at.eq(None::<i64>),
+                jobs::last_error.eq(Some(error)),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        record_event(self.conn, id, now, Some(from), JobStatus::Failed, error)
+    }
+
+    fn claim(
+        &mut self,
+        id: i64,
+        job: &Current,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+        why: &str,
+    ) -> Result<DueOutcome, StoreError> {
+        let attempt = job.attempts + 1;
+        let package: String = diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(JobStatus::Executed.as_str()),
+                jobs::delivery.eq(Delivery::Claimed.code()),
+                jobs::attempts.eq(attempt),
+                jobs::wake_at.eq(Some(to_micros(now + policy.claim_guard))),
+                jobs::sent_at.eq(Some(to_micros(now))),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .returning(jobs::package)
+            .get_result(self.conn)?;
+        let run_at = from_micros(job.run_at);
+        let mut reason = format!("{why} (attempt {attempt} of {})", policy.max_attempts);
+        let late = now - run_at;
+        if job.attempts == 0 && late > TimeDelta::seconds(1) {
+            reason.push_str(&format!(", {} after its run_at", seconds(late)));
+        }
+        record_event(
+            self.conn,
+            id,
+            now,
+            Some(job.status),
+            JobStatus::Executed,
+            &reason,
+        )?;
+        Ok(DueOutcome::Send(Claimed {
+            id,
+            package,
+            robot_address: job.robot_address.clone(),
+            attempt,
+            run_at,
+        }))
+    }
+
+    /// A Pending job that may be sent now: fail it as missed past the misfire grace, else claim
+    /// it when its robot is online, else park it until the robot registers.
+    fn start_sending(
+        &mut self,
+        id: i64,
+        job: &Current,
+        now: DateTime<Utc>,
+        robot_online: bool,
+        policy: &DeliveryPolicy,
+        why: &str,
+    ) -> Result<DueOutcome, StoreError> {
+        let late = now - from_micros(job.run_at);
+        if let Some(grace) = policy.misfire_grace
+            && job.attempts == 0
+            && !job.forced
+            && late > grace
+        {
+            let reason = format!(
+                "missed: not sent within the misfire grace of {} after its run_at ({} late)",
+                seconds(grace),
+                seconds(late)
+            );
+            self.fail(id, job.status, now, &reason)?;
+            return Ok(DueOutcome::Failed(reason));
+        }
+        if robot_online {
+            return self.claim(id, job, now, policy, why);
+        }
+        if job.wake_at.is_some() {
+            self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
+            record_event(
+                self.conn,
+                id,
+                now,
+                Some(job.status),
+                JobStatus::Pending,
+                "due, but the robot is offline: waiting for it to connect",
+            )?;
+        }
+        Ok(DueOutcome::Parked)
+    }
+
+    /// The scheduler reached the job's `wake_at`. `robot_online` answers whether a robot address
+    /// has a live connection; it is asked inside the transaction, after the job's row was read,
+    /// so the decision and the registry's state cannot drift apart.
+    pub fn process_due(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+        robot_online: &dyn Fn(&str) -> bool,
+        policy: &DeliveryPolicy,
+    ) -> Result<DueOutcome, StoreError> {
+        let Some(job) = current(self.conn, id)? else {
+            return Ok(DueOutcome::Stale);
+        };
+        let robot_online = robot_online(&job.robot_address);
+        let due = job.wake_at.is_some_and(|wake| wake <= to_micros(now));
+        if !due {
+            return Ok(DueOutcome::Stale);
+        }
+        match (job.status, job.delivery) {
+            (JobStatus::Pending, _) => {
+                self.start_sending(id, &job, now, robot_online, policy, "sent to the robot")
+            }
+            // No acknowledgement in time, or a claim never confirmed: the package may not have
+            // arrived, so it goes again.
+            (JobStatus::Executed, Delivery::AwaitingAck | Delivery::Claimed) => {
+                if job.attempts >= policy.max_attempts {
+                    let reason = format!(
+                        "not acknowledged after {} sendings, the limit",
+                        job.attempts
+                    );
+                    self.fail(id, job.status, now, &reason)?;
+                    return Ok(DueOutcome::Failed(reason));
+                }
+                if robot_online {
+                    let why = format!(
+                        "resent: no acknowledgement within {}",
+                        seconds(policy.ack_timeout)
+                    );
+                    return self.claim(id, &job, now, policy, &why);
+                }
+                self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
+                record_event(
+                    self.conn,
+                    id,
+                    now,
+                    Some(job.status),
+                    JobStatus::Pending,
+                    "not acknowledged and the robot is offline: resending when it connects",
+                )?;
+                Ok(DueOutcome::Parked)
+            }
+            _ => {
+                // A final or confirmed job should carry no wake_at; clear it so the scheduler
+                // stops seeing it.
+                diesel::update(jobs::table.find(id))
+                    .set(jobs::wake_at.eq(None::<i64>))
+                    .execute(self.conn)?;
+                Ok(DueOutcome::Stale)
+            }
+        }
+    }
+
+    /// A robot just registered: claim its Pending jobs that are due (parked while it was away,
+    /// or due right now), oldest first, at most `limit`. Any beyond the limit become due again
+    /// at `overflow_at`, for the scheduler to send once the robot has taken the first ones.
+    pub fn claim_for_robot(
+        &mut self,
+        robot_address: &str,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+        limit: usize,
+        overflow_at: DateTime<Utc>,
+    ) -> Result<RobotClaim, StoreError> {
+        let mut ids: Vec<i64> = jobs::table
+            .filter(jobs::robot_address.eq(robot_address))
+            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
+            .order(jobs::id.asc())
+            .select(jobs::id)
+            .load(self.conn)?;
+        let deferred = ids.split_off(limit.min(ids.len()));
+        for chunk in deferred.chunks(500) {
+            diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                .set(jobs::wake_at.eq(Some(to_micros(overflow_at))))
+                .execute(self.conn)?;
+        }
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = current(self.conn, id)? {
+                outcomes.push(self.start_sending(
+                    id,
+                    &job,
+                    now,
+                    true,
+                    policy,
+                    "sent to the robot when it connected",
+                )?);
+            }
+        }
+        Ok(RobotClaim { outcomes, deferred })
+    }
+
+    /// The connection wrote sending `attempt` of the job to the robot's socket.
+    pub fn mark_written(
+        &mut self,
+        id: i64,
+        attempt: i32,
+        now: DateTime<Utc>,
+        awaiting_ack: bool,
+        policy: &DeliveryPolicy,
+    ) -> Result<bool, StoreError> {
+        let (delivery, wake_at) = if awaiting_ack {
+            (
+                Delivery::AwaitingAck,
+                Some(to_micros(now + policy.ack_timeout)),
+            )
+        } else {
+            (Delivery::Written, None)
+        };
+        let updated = diesel::update(
+            jobs::table
+                .find(id)
+                .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+                .filter(jobs::delivery.eq(Delivery::Claimed.code()))
+                .filter(jobs::attempts.eq(attempt)),
+        )
+        .set((
+            jobs::delivery.eq(delivery.code()),
+            jobs::wake_at.eq(wake_at),
+        ))
+        .execute(self.conn)?;
+        Ok(updated > 0)
+    }
+
+    /// Sending `attempt` was never written (the connection closed first, or the robot's queue
+    /// was full): the job is Pending again and due at `retry_at`, when the scheduler sends it on
+    /// whatever connection the robot has then.
+    pub fn unsend(
+        &mut self,
+        id: i64,
+        attempt: i32,
+        now: DateTime<Utc>,
+        retry_at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = diesel::update(
+            jobs::table
+                .find(id)
+                .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+                .filter(jobs::delivery.eq(Delivery::Claimed.code()))
+                .filter(jobs::attempts.eq(attempt)),
+        )
+        .set((
+            jobs::status.eq(JobStatus::Pending.as_str()),
+            jobs::delivery.eq(Delivery::Idle.code()),
+            jobs::attempts.eq(attempt - 1),
+            jobs::wake_at.eq(Some(to_micros(retry_at))),
+            jobs::updated_at.eq(to_micros(now)),
+        ))
+        .execute(self.conn)?;
+        if updated > 0 {
+            record_event(
+                self.conn,
+                id,
+                now,
+                Some(JobStatus::Executed),
+                JobStatus::Pending,
+                reason,
+            )?;
+        }
+        Ok(updated > 0)
+    }
+
+    /// An extended robot acknowledged receipt of the job.
+    pub fn acknowledge(
+        &mut self,
+        robot_address: &str,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<AckOutcome, StoreError> {
+        let Some(job) = current(self.conn, id)? else {
+            return Ok(AckOutcome::UnknownJob);
+        };
+        if job.robot_address != robot_address {
+            return Ok(AckOutcome::NotThisRobot);
+        }
+        match (job.status, job.delivery) {
+            (JobStatus::Executed, Delivery::Claimed | Delivery::AwaitingAck) => {
+                self.set_status(id, JobStatus::Executed, Delivery::Written, None, now)?;
+                record_event(
+                    self.conn,
+                    id,
+                    now,
+                    Some(JobStatus::Executed),
+                    JobStatus::Executed,
+                    "acknowledged by the robot",
+                )?;
+                Ok(AckOutcome::Acknowledged)
+            }
+            (JobStatus::Executed | JobStatus::Succeeded | JobStatus::Failed, _) => {
+                Ok(AckOutcome::AlreadyConfirmed)
+            }
+            (status, _) => Ok(AckOutcome::NotAwaiting(status)),
+        }
+    }
+
+    /// The robot reported success or failure of a job it was sent.
+    pub fn report(
+        &mut self,
+        robot_address: &str,
+        id: i64,
+        success: bool,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ReportOutcome, StoreError> {
+        let Some(job) = current(self.conn, id)? else {
+            return Ok(ReportOutcome::UnknownJob);
+        };
+        if job.robot_address != robot_address {
+            return Ok(ReportOutcome::NotThisRobot);
+        }
+        // A Pending job that was sent before is waiting for a resend: the robot ran it after all.
+        let reportable = job.status == JobStatus::Executed
+            || (job.status == JobStatus::Pending && job.attempts > 0);
+        if !reportable {
+            return Ok(ReportOutcome::NotReportable(job.status));
+        }
+        let (to, reason, last_error) = if success {
+            ("Succeeded", "the robot reported success".to_owned(), None)
+        } else {
+            let detail = message.map(bounded);
+            let reason = match &detail {
+                Some(detail) => format!("the robot reported failure: {detail}"),
+                None => "the robot reported failure".to_owned(),
+            };
+            ("Failed", reason.clone(), Some(reason))
+        };
+        let to = JobStatus::from_stored(to)?;
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(to.as_str()),
+                jobs::delivery.eq(Delivery::Written.code()),
+                jobs::wake_at.eq(None::<i64>),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        if let Some(error) = last_error {
+            diesel::update(jobs::table.find(id))
+                .set(jobs::last_error.eq(Some(error)))
+                .execute(self.conn)?;
+        }
+        record_event(self.conn, id, now, Some(job.status), to, &reason)?;
+        Ok(ReportOutcome::Updated {
+            from: job.status,
+            to,
+        })
+    }
+
+    /// The robot could not take a package: resend its most recent sending with that package name
+    /// (any name when `package_name` is empty) after a back-off, or give up at the limit.
+    pub fn decline(
+        &mut self,
+        robot_address: &str,
+        package_name: &str,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+    ) -> Result<DeclineOutcome, StoreError> {
+        let mut query = jobs::table
+            .filter(jobs::robot_address.eq(robot_address))
+            .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+            .into_boxed();
+        if !package_name.is_empty() {
+            query = query.filter(jobs::package_name.eq(package_name));
+        }
+        let found: Option<(i64, i32)> = query
+            .order((jobs::sent_at.desc(), jobs::id.desc()))
+            .select((jobs::id, jobs::attempts))
+            .first(self.conn)
+            .optional()?;
+        let Some((id, attempts)) = found else {
+            return Ok(DeclineOutcome::NoJob);
+        };
+        if attempts >= policy.max_attempts {
+            let reason = format!(
+                "the robot declined the package; {attempts} sendings, the limit, were made"
+            );
+            self.fail(id, JobStatus::Executed, now, &reason)?;
+            return Ok(DeclineOutcome::GaveUp { job_id: id });
+        }
+        let delay = DeliveryPolicy::backoff(attempts);
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(JobStatus::Pending.as_str()),
+                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::wake_at.eq(Some(to_micros(now + delay))),
+                jobs::last_error.eq(Some("the robot declined the package")),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        let reason = format!(
+            "the robot declined the package: resending in {} (attempt {} of {})",
+            seconds(delay),
+            attempts + 1,
+            policy.max_attempts
+        );
+        record_event(
+            self.conn,
+            id,
+            now,
+            Some(JobStatus::Executed),
+            JobStatus::Pending,
+            &reason,
+        )?;
+        Ok(DeclineOutcome::Resend {
+            job_id: id,
+            attempt: attempts + 1,
+            delay,
+        })
+    }
+
+    /// An extended robot's connection closed before it acknowledged these sendings (job id,
+    /// sending number). Each is Pending again and due at once, so the scheduler sends it on the
+    /// robot's next connection (or parks it until there is one); at the limit of sendings it
+    /// fails. Returns the jobs changed and their new status.
+    pub fn connection_lost(
+        &mut self,
+        sendings: &[(i64, i32)],
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+    ) -> Result<Vec<(i64, JobStatus)>, StoreError> {
+        let mut changed = Vec::with_capacity(sendings.len());
+        for &(id, attempt) in sendings {
+            let Some(job) = current(self.conn, id)? else {
+                continue;
+            };
+            let unconfirmed = job.status == JobStatus::Executed
+                && matches!(job.delivery, Delivery::Claimed | Delivery::AwaitingAck)
+                && job.attempts == attempt;
+            if !unconfirmed {
+                continue;
+            }
+            if attempt >= policy.max_attempts {
+                let reason = format!(
+                    "the connection closed before the robot acknowledged; {attempt} sendings, the limit, were made"
+                );
+                self.fail(id, JobStatus::Executed, now, &reason)?;
+                changed.push((id, JobStatus::Failed));
+            } else {
+                self.set_status(id, JobStatus::Pending, Delivery::Idle, Some(now), now)?;
+                record_event(
+                    self.conn,
+                    id,
+                    now,
+                    Some(JobStatus::Executed),
+                    JobStatus::Pending,
+                    "the connection closed before the robot acknowledged: sending again",
+                )?;
+                changed.push((id, JobStatus::Pending));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// `Pending` -> `Cancelled`.
+    pub fn cancel_job(&mut self, id: i64, now: DateTime<Utc>) -> Result<ChangeOutcome, StoreError> {
+        let Some(job) = current(self.conn, id)? else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        if job.status != JobStatus::Pending {
+            return Ok(ChangeOutcome::Conflict(job.status));
+        }
+        self.set_status(id, JobStatus::Cancelled, Delivery::Idle, None, now)?;
+        record_event(
+            self.conn,
+            id,
+            now,
+            Some(JobStatus::Pending),
+            JobStatus::Cancelled,
+            "cancelled by request",
+        )?;
+        self.changed(id)
+    }
+
+    /// A Pending job becomes due now, whatever its `run_at`, and the misfire grace no longer
+    /// applies to it.
+    pub fn force_job(&mut self, id: i64, now: DateTime<Utc>) -> Result<ChangeOutcome, StoreError> {
+        let Some(job) = current(self.conn, id)? else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        if job.status != JobStatus::Pending {
+            return Ok(ChangeOutcome::Conflict(job.status));
+        }
+        diesel::update(jobs::table.find(id))
+            .set((
+                jobs::forced.eq(true),
+                jobs::wake_at.eq(Some(to_micros(now))),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        record_event(
+            self.conn,
+            id,
+            now,
+            Some(JobStatus::Pending),
+            JobStatus::Pending,
+            "forced by request: due now",
+        )?;
+        self.changed(id)
+    }
+
+    fn changed(&mut self, id: i64) -> Result<ChangeOutcome, StoreError> {
+        Ok(match load_job(self.conn, id)? {
+            Some(job) => ChangeOutcome::Changed(Box::new(job)),
+            None => ChangeOutcome::NotFound,
+        })
+    }
+
+    /// At start: sendings that were under way when the last process stopped may not have reached
+    /// their robot. They become Pending and wait for their robot (every robot is offline at
+    /// start), or fail if that sending was the last one allowed.
+    pub fn recover_in_flight(
+        &mut self,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+    ) -> Result<usize, StoreError> {
+        let in_flight: Vec<(i64, i32)> = jobs::table
+            .filter(jobs::delivery.eq_any([Delivery::Claimed.code(), Delivery::AwaitingAck.code()]))
+            .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+            .select((jobs::id, jobs::attempts))
+            .load(self.conn)?;
+        let count = in_flight.len();
+        for (id, attempts) in in_flight {
+            if attempts >= policy.max_attempts {
+                let reason = format!(
+                    "the server stopped before the last allowed sending ({attempts}) was confirmed"
+                );
+                self.fail(id, JobStatus::Executed, now, &reason)?;
+            } else {
+                self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
+                record_event(
+                    self.conn,
+                    id,
+                    now,
+                    Some(JobStatus::Executed),
+                    JobStatus::Pending,
+                    "the server stopped before the sending was confirmed: resending when the robot connects",
+                )?;
+            }
+        }
+        Ok(count)
+    }
+}

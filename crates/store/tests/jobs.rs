@@ -1,0 +1,562 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{create_job, insert, job, new_job, open, register, secs, t0};
+use rpa_store::{
+    AckOutcome, ChangeOutcome, DeclineOutcome, Delivery, DeliveryPolicy, DueOutcome,
+    IdempotencyKey, InsertJob, JobFilter, JobStatus, ReportOutcome, Store,
+};
+
+fn policy() -> DeliveryPolicy {
+    DeliveryPolicy {
+        max_attempts: 3,
+        ..DeliveryPolicy::default()
+    }
+}
+
+fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>, online: bool) -> DueOutcome {
+    store
+        .writer()
+        .run(move |tx| tx.process_due(id, at, &|_| online, &policy()))
+        .unwrap()
+}
+
+fn claimed(outcome: DueOutcome) -> rpa_store::Claimed {
+    match outcome {
+        DueOutcome::Send(claimed) => claimed,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn statuses(store: &Store, id: i64) -> Vec<(Option<JobStatus>, JobStatus)> {
+    store
+        .read(|c| c.job_events(id))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.from, e.to))
+        .collect()
+}
+
+#[test]
+fn a_job_needs_a_known_robot() {
+    let store = open();
+    let outcome = insert(&store, new_job(&store, "nobody", t0()));
+    assert_eq!(outcome, InsertJob::UnknownRobot);
+    assert!(
+        store
+            .read(|c| c.jobs(&JobFilter {
+                limit: 10,
+                ..JobFilter::default()
+            }))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn idempotency_keys_replay_or_conflict() {
+    let store = open();
+    register(&store, "A", "c");
+    let key = |hash: &str| IdempotencyKey {
+        key: "k1".into(),
+        request_hash: hash.into(),
+    };
+    let mut first = new_job(&store, "A", t0());
+    first.idempotency = Some(key("h1"));
+    let InsertJob::Created(created) = insert(&store, first) else {
+        panic!()
+    };
+    let mut retry = new_job(&store, "A", t0());
+    retry.idempotency = Some(key("h1"));
+    assert_eq!(insert(&store, retry), InsertJob::Replayed(created));
+    let mut other = new_job(&store, "A", t0());
+    other.idempotency = Some(key("h2"));
+    assert_eq!(insert(&store, other), InsertJob::KeyConflict);
+}
+
+#[test]
+fn the_due_queue_is_read_in_time_order() {
+    let store = open();
+    register(&store, "A", "c");
+    let late = create_job(&store, "A", t0() + secs(20));
+    let early = create_job(&store, "A", t0() + secs(10));
+    let _future = create_job(&store, "A", t0() + secs(100));
+    let due = store.read(|c| c.due_jobs(t0() + secs(30), 10)).unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [early.id, late.id]
+    );
+    assert_eq!(
+        store.read(|c| c.next_wake()).unwrap(),
+        Some(t0() + secs(10))
+    );
+}
+
+#[test]
+fn a_due_job_for_an_online_robot_is_claimed_then_written() {
+    let store = open();
+    register(&store, "A", "c");
+    let created = create_job(&store, "A", t0());
+    let claim = claimed(due(&store, created.id, t0(), true));
+    assert_eq!(claim.attempt, 1);
+    assert_eq!(claim.package, created.package);
+    let stored = job(&store, created.id);
+    assert_eq!(stored.status, JobStatus::Executed);
+    assert_eq!(stored.delivery, Delivery::Claimed);
+    assert!(stored.wake_at.is_some(), "a claim carries a guard");
+
+    let written = store
+        .writer()
+        .run(move |tx| tx.mark_written(created.id, 1, t0(), false, &policy()))
+        .unwrap();
+    assert!(written);
+    let stored = job(&store, created.id);
+    assert_eq!(stored.delivery, Delivery::Written);
+    assert_eq!(stored.wake_at, None);
+    assert_eq!(
+        statuses(&store, created.id),
+        [
+            (None, JobStatus::Pending),
+            (Some(JobStatus::Pending), JobStatus::Executed)
+        ]
+    );
+}
+
+#[test]
+fn a_job_is_never_claimed_before_its_time() {
+    let store = open();
+    register(&store, "A", "c");
+    let created = create_job(&store, "A", t0() + secs(5));
+    assert_eq!(
+        due(&store, created.id, t0() + secs(4), true),
+        DueOutcome::Stale
+    );
+    assert_eq!(job(&store, created.id).status, JobStatus::Pending);
+}
+
+#[test]
+fn an_offline_robot_parks_its_job_until_it_registers() {
+    let store = open();
+    register(&store, "A", "c");
+    let created = create_job(&store, "A", t0());
+    assert_eq!(due(&store, created.id, t0(), false), DueOutcome::Parked);
+    let parked = job(&store, created.id);
+    assert_eq!(parked.status, JobStatus::Pending);
+    assert_eq!(
+        parked.wake_at, None,
+        "a parked job costs the scheduler nothing"
+    );
+    assert!(
+        store
+            .read(|c| c.due_jobs(t0() + secs(3600), 10))
+            .unwrap()
+            .is_empty()
+    );
+
+    let outcomes = store
+        .writer()
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(60), &policy(), 100, t0()))
+        .unwrap()
+        .outcomes;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(claimed(outcomes[0].clone()).id, created.id);
+}
+
+#[test]
+fn claiming_for_a_robot_hands_what_is_over_the_limit_to_the_scheduler() {
+    let store = open();
+    register(&store, "A", "c");
+    let ids: Vec<i64> = (0..5).map(|_| create_job(&store, "A", t0()).id).collect();
+    for id in &ids {
+        let id = *id;
+        assert_eq!(due(&store, id, t0(), false), DueOutcome::Parked);
+    }
+    let claim = store
+        .writer()
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(1), &policy(), 2, t0() + secs(2)))
+        .unwrap();
+    assert_eq!(claim.outcomes.len(), 2);
+    assert_eq!(claim.deferred, ids[2..].to_vec());
+    let due_later = store.read(|c| c.due_jobs(t0() + secs(2), 10)).unwrap();
+    assert_eq!(
+        due_later.iter().map(|d| d.id).collect::<Vec<_>>(),
+        ids[2..].to_vec()
+    );
+}
+
+#[test]
+fn claiming_for_a_robot_leaves_its_future_jobs_alone() {
+    let store = open();
+    register(&store, "A", "c");
+    let future = create_job(&store, "A", t0() + secs(60));
+    let claim = store
+        .writer()
+        .run(|tx| tx.claim_for_robot("A", t0(), &policy(), 100, t0()))
+        .unwrap();
+    assert!(claim.outcomes.is_empty() && claim.deferred.is_empty());
+    assert_eq!(job(&store, future.id).status, JobStatus::Pending);
+}
+
+#[test]
+fn the_misfire_grace_fails_old_jobs_as_missed_but_not_forced_ones() {
+    let store = open();
+    register(&store, "A", "c");
+    let strict = DeliveryPolicy {
+        misfire_grace: Some(secs(60)),
+        ..policy()
+    };
+    let old = create_job(&store, "A", t0());
+    let forced = create_job(&store, "A", t0());
+    store
+        .writer()
+        .run(move |tx| tx.force_job(forced.id, t0() + secs(600)))
+        .unwrap();
+    let outcome = store
+        .writer()
+        .run(move |tx| tx.process_due(old.id, t0() + secs(600), &|_| true, &strict))
+        .unwrap();
+    assert!(matches!(outcome, DueOutcome::Failed(reason) if reason.starts_with("missed")));
+    assert_eq!(job(&store, old.id).status, JobStatus::Failed);
+    let outcome = store
+        .writer()
+        .run(move |tx| tx.process_due(forced.id, t0() + secs(600), &|_| true, &strict))
+        .unwrap();
+    assert!(matches!(outcome, DueOutcome::Send(_)));
+}
+
+#[test]
+fn an_unsent_claim_goes_back_to_pending_and_due_now() {
+    let store = open();
+    register(&store, "A", "c");
+    let created = create_job(&store, "A", t0());
+    claimed(due(&store, created.id, t0(), true));
+    let undone = store
+        .writer()
+        .run(move |tx| tx.unsend(created.id, 1, t0(), t0() + secs(1), "connection closed"))
+        .unwrap();
+    assert!(undone);
+    let stored = job(&store, created.id);
+    assert_eq!(stored.status, JobStatus::Pending);
+    assert_eq!(
+        stored.attempts, 0,
+        "a package that was not written is no sending"
+    );
+    assert_eq!(stored.wake_at, Some(t0() + secs(1)));
+    // A stale confirmation of that sending changes nothing.
+    let late = store
+        .writer()
+        .run(move |tx| tx.mark_written(created.id, 1, t0(), false, &policy()))
+        .unwrap();
+    assert!(!late);
+}
+
+#[test]
+fn extended_robots_acknowledge_or_get_the_package_again() {
+    let store = open();
+    register(&store, "A", "c");
+    let created = create_job(&store, "A", t0());
+    let id = created.id;
+    claimed(due(&store, id, t0(), true));
+    store
+        .writer()
+        .run(move |tx| tx.mark_written(id, 1, t0(), true, &policy()))
+        .unwrap();
+    let awaiting = job(&store, id);
+    assert_eq!(awaiting.delivery, Delivery::AwaitingAck);
+    assert_eq!(awaiting.wake_at, Some(t0() + secs(30)));
+
+    // No acknowledgement in time: sent again.
+    let again = claimed(due(&store, id, t0() + secs(30), true));
+    assert_eq!(again.attempt, 2);
+    store
+        .writer()
+        .run(move |tx| tx.mark_written(id, 2, t0() + secs(30), true, &policy()))
+        .unwrap();
+    let ack = store
+        .writer()
+        .run(move |tx| tx.acknowledge("A", id, t0() + secs(31)))
+        .unwrap();
+    assert_eq!(ack, AckOutcome::Acknowledged);
+    let done = job(&store, id);
+    assert_eq!(done.delivery, Delivery::Written);
+    assert_eq!(done.wake_at, None);
+    let again = store
+        .writer()
+        .run(move |tx| tx.acknowledge("A", id, t0() + secs(32)))
+        .unwrap();
+    assert_eq!(again, AckOutcome::AlreadyConfirmed);
+    let other = store
+        .writer()
+        .run(move |tx| tx.acknowledge("B", id, t0()))
+        .unwrap();
+    assert_eq!(other, AckOutcome::NotThisRobot);
+}
+
+#[test]
+fn unacknowledged_sendings_stop_at_the_limit() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0()).id;
+    let mut at = t0();
+    for attempt in 1..=3 {
+        let claim = claimed(due(&store, id, at, true));
+        assert_eq!(claim.attempt, attempt);
+        store
+            .writer()
+            .run(move |tx| tx.mark_written(id, attempt, at, true, &policy()))
+            .unwrap();
+        at += secs(30);
+    }
+    assert!(matches!(due(&store, id, at, true), DueOutcome::Failed(_)));
+    let failed = job(&store, id);
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.last_error.unwrap().contains("not acknowledged"));
+}
+
+#[test]
+fn a_dropped_connection_resends_what_was_not_acknowledged() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0()).id;
+    claimed(due(&store, id, t0(), true));
+    store
+        .writer()
+        .run(move |tx| tx.mark_written(id, 1, t0(), true, &policy()))
+        .unwrap();
+    // A stale sending number changes nothing: that sending was superseded.
+    let stale = store
+        .writer()
+        .run(move |tx| tx.connection_lost(&[(id, 7)], t0() + secs(1), &policy()))
+        .unwrap();
+    assert!(stale.is_empty());
+    let changed = store
+        .writer()
+        .run(move |tx| tx.connection_lost(&[(id, 1)], t0() + secs(1), &policy()))
+        .unwrap();
+    assert_eq!(changed, [(id, JobStatus::Pending)]);
+    assert_eq!(
+        job(&store, id).wake_at,
+        Some(t0() + secs(1)),
+        "due again at once"
+    );
+    let outcomes = store
+        .writer()
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(2), &policy(), 10, t0()))
+        .unwrap()
+        .outcomes;
+    assert_eq!(claimed(outcomes[0].clone()).attempt, 2);
+}
+
+#[test]
+fn reports_finish_a_job_of_the_reporting_robot_only() {
+    let store = open();
+    register(&store, "A", "c");
+    register(&store, "B", "d");
+    let id = create_job(&store, "A", t0()).id;
+    let pending = store
+        .writer()
+        .run(move |tx| tx.report("A", id, true, None, t0()))
+        .unwrap();
+    assert_eq!(pending, ReportOutcome::NotReportable(JobStatus::Pending));
+    claimed(due(&store, id, t0(), true));
+    let foreign = store
+        .writer()
+        .run(move |tx| tx.report("B", id, true, None, t0()))
+        .unwrap();
+    assert_eq!(foreign, ReportOutcome::NotThisRobot);
+    let failure = store
+        .writer()
+        .run(move |tx| tx.report("A", id, false, Some("file not found"), t0()))
+        .unwrap();
+    assert_eq!(
+        failure,
+        ReportOutcome::Updated {
+            from: JobStatus::Executed,
+            to: JobStatus::Failed
+        }
+    );
+    let failed = job(&store, id);
+    assert!(failed.last_error.unwrap().contains("file not found"));
+    let unknown = store
+        .writer()
+        .run(|tx| tx.report("A", 999_999, true, None, t0()))
+        .unwrap();
+    assert_eq!(unknown, ReportOutcome::UnknownJob);
+}
+
+#[test]
+fn declines_resend_with_back_off_then_give_up() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0()).id;
+    let mut at = t0();
+    for attempt in 1..=3 {
+        let claim = claimed(due(&store, id, at, true));
+        assert_eq!(claim.attempt, attempt);
+        store
+            .writer()
+            .run(move |tx| tx.mark_written(id, attempt, at, false, &policy()))
+            .unwrap();
+        let outcome = store
+            .writer()
+            .run(move |tx| tx.decline("A", "", at, &policy()))
+            .unwrap();
+        if attempt < 3 {
+            let delay = DeliveryPolicy::backoff(attempt);
+            assert_eq!(
+                outcome,
+                DeclineOutcome::Resend {
+                    job_id: id,
+                    attempt: attempt + 1,
+                    delay
+                }
+            );
+            let waiting = job(&store, id);
+            assert_eq!(waiting.status, JobStatus::Pending);
+            assert_eq!(waiting.wake_at, Some(at + delay));
+            at += delay;
+        } else {
+            assert_eq!(outcome, DeclineOutcome::GaveUp { job_id: id });
+        }
+    }
+    assert_eq!(job(&store, id).status, JobStatus::Failed);
+    assert_eq!(
+        store
+            .writer()
+            .run(|tx| tx.decline("A", "", t0(), &policy()))
+            .unwrap(),
+        DeclineOutcome::NoJob
+    );
+}
+
+#[test]
+fn backoff_doubles_up_to_a_minute() {
+    let seconds: Vec<i64> = (1..=9)
+        .map(|a| DeliveryPolicy::backoff(a).num_seconds())
+        .collect();
+    assert_eq!(seconds, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+}
+
+#[test]
+fn a_decline_names_the_package_it_refuses() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0()).id;
+    claimed(due(&store, id, t0(), true));
+    let other = store
+        .writer()
+        .run(|tx| tx.decline("A", "another-package", t0(), &policy()))
+        .unwrap();
+    assert_eq!(other, DeclineOutcome::NoJob);
+    let named = store
+        .writer()
+        .run(|tx| tx.decline("A", "pkg", t0(), &policy()))
+        .unwrap();
+    assert!(matches!(named, DeclineOutcome::Resend { job_id, .. } if job_id == id));
+}
+
+#[test]
+fn cancel_and_force_only_touch_pending_jobs() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0() + secs(3600)).id;
+    let forced = store
+        .writer()
+        .run(move |tx| tx.force_job(id, t0()))
+        .unwrap();
+    let ChangeOutcome::Changed(forced) = forced else {
+        panic!()
+    };
+    assert!(forced.forced);
+    assert_eq!(forced.wake_at, Some(t0()));
+    let cancelled = store
+        .writer()
+        .run(move |tx| tx.cancel_job(id, t0()))
+        .unwrap();
+    assert!(matches!(cancelled, ChangeOutcome::Changed(job) if job.status == JobStatus::Cancelled));
+    let again = store
+        .writer()
+        .run(move |tx| tx.cancel_job(id, t0()))
+        .unwrap();
+    assert_eq!(again, ChangeOutcome::Conflict(JobStatus::Cancelled));
+    assert_eq!(
+        store
+            .writer()
+            .run(move |tx| tx.force_job(id, t0()))
+            .unwrap(),
+        ChangeOutcome::Conflict(JobStatus::Cancelled)
+    );
+    assert_eq!(
+        store
+            .writer()
+            .run(|tx| tx.cancel_job(424_242, t0()))
+            .unwrap(),
+        ChangeOutcome::NotFound
+    );
+    // Cancelled before it was sent: the scheduler no longer sees it.
+    assert_eq!(due(&store, id, t0() + secs(7200), true), DueOutcome::Stale);
+}
+
+#[test]
+fn sendings_cut_off_by_a_crash_are_sent_again_after_restart() {
+    let store = open();
+    register(&store, "A", "c");
+    let claimed_only = create_job(&store, "A", t0()).id;
+    let awaiting = create_job(&store, "A", t0()).id;
+    let written = create_job(&store, "A", t0()).id;
+    for id in [claimed_only, awaiting, written] {
+        claimed(due(&store, id, t0(), true));
+    }
+    store
+        .writer()
+        .run(move |tx| {
+            tx.mark_written(awaiting, 1, t0(), true, &policy())?;
+            tx.mark_written(written, 1, t0(), false, &policy())
+        })
+        .unwrap();
+    let recovered = store
+        .writer()
+        .run(|tx| tx.recover_in_flight(t0() + secs(10), &policy()))
+        .unwrap();
+    assert_eq!(recovered, 2);
+    assert_eq!(job(&store, claimed_only).status, JobStatus::Pending);
+    assert_eq!(job(&store, awaiting).status, JobStatus::Pending);
+    assert_eq!(job(&store, written).status, JobStatus::Executed);
+}
+
+#[test]
+fn listings_filter_and_page_newest_first() {
+    let store = open();
+    register(&store, "A", "c");
+    register(&store, "B", "d");
+    let ids: Vec<i64> = (0..5)
+        .map(|n| create_job(&store, if n % 2 == 0 { "A" } else { "B" }, t0()).id)
+        .collect();
+    let of_a = store
+        .read(|c| {
+            c.jobs(&JobFilter {
+                robot_address: Some("A".into()),
+                limit: 2,
+                ..JobFilter::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        of_a.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[4], ids[2]]
+    );
+    let rest = store
+        .read(|c| {
+            c.jobs(&JobFilter {
+                robot_address: Some("A".into()),
+                before: Some(ids[2]),
+                limit: 10,
+                ..JobFilter::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
+    let counts = store.read(|c| c.count_jobs_by_status()).unwrap();
+    assert_eq!(counts, [(JobStatus::Pending, 5)]);
+}

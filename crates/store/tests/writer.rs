@@ -1,0 +1,109 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{open, register, t0};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
+use rpa_store::{Store, StoreConfig, StoreError};
+
+#[test]
+fn waiting_writes_share_one_commit() {
+    let store = open();
+    register(&store, "A", "c");
+    let (sender, receiver) = mpsc::channel();
+    for n in 0..2_000 {
+        let sender = sender.clone();
+        store
+            .writer()
+            .submit(
+                move |tx| tx.insert_robot_message("A", "c", t0(), &n.to_string()),
+                move |result| sender.send(result.is_ok()).unwrap(),
+            )
+            .unwrap();
+    }
+    drop(sender);
+    assert_eq!(receiver.iter().filter(|ok| *ok).count(), 2_000);
+    let stats = store.writer().stats();
+    assert!(
+        stats.batches < 1_000,
+        "2,000 queued writes took {} commits",
+        stats.batches
+    );
+    assert!(stats.max_batch > 1);
+}
+
+#[test]
+fn a_failing_write_does_not_undo_the_others_in_its_batch() {
+    let store = open();
+    register(&store, "A", "c");
+    let (sender, receiver) = mpsc::channel();
+    for n in 0..50 {
+        let sender = sender.clone();
+        // Every fifth write names an unknown robot and fails on the foreign key.
+        let robot = if n % 5 == 0 { "nobody" } else { "A" };
+        store
+            .writer()
+            .submit(
+                move |tx| tx.insert_robot_message(robot, "c", t0(), "1"),
+                move |result| sender.send((robot, result.is_ok())).unwrap(),
+            )
+            .unwrap();
+    }
+    drop(sender);
+    for (robot, ok) in receiver.iter() {
+        assert_eq!(ok, robot == "A");
+    }
+    let kept = store.read(|c| c.robot_messages("A", None, 100)).unwrap();
+    assert_eq!(kept.len(), 40);
+}
+
+#[test]
+fn a_write_lock_held_elsewhere_makes_writes_fail_as_busy_then_recover() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("busy.db");
+    let mut config = StoreConfig::new(&path);
+    config.busy_timeout = Duration::from_millis(200);
+    let store = Store::open(&config).unwrap();
+    register(&store, "A", "c");
+
+    let mut other = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE;").unwrap();
+    let result = store
+        .writer()
+        .run(|tx| tx.insert_robot_message("A", "c", t0(), "1"));
+    assert!(matches!(result, Err(StoreError::Busy)), "{result:?}");
+    assert!(result.unwrap_err().is_transient());
+    other.batch_execute("ROLLBACK;").unwrap();
+
+    store
+        .writer()
+        .run(|tx| tx.insert_robot_message("A", "c", t0(), "2"))
+        .unwrap();
+    store.shutdown();
+}
+
+#[test]
+fn after_shutdown_writes_are_refused() {
+    let store = open();
+    store.writer().shutdown();
+    let result = store.writer().run(|tx| tx.mark_all_robots_offline());
+    assert!(matches!(result, Err(StoreError::WriterStopped)));
+}
+
+#[test]
+fn reopening_keeps_data_and_job_ids_continue() {
+    let folder = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(folder.path().join("x.db"));
+    let store = Store::open(&config).unwrap();
+    register(&store, "A", "c");
+    let job = common::create_job(&store, "A", t0());
+    store.shutdown();
+    let again = Store::open(&config).unwrap();
+    assert!(again.read(|c| c.robot("A")).unwrap().is_some());
+    assert!(again.reserve_job_id() > job.id);
+    again.shutdown();
+}
