@@ -197,7 +197,6 @@ impl Server {
             rest,
             stopped,
         ));
-        log::info!("serving on {}", app.config.listen);
 
         shutdown.await;
         log::info!("shutting down: no new connections; closing robot connections");
