@@ -206,7 +206,10 @@ pub(crate) async fn http_raw(
         .method(method)
         .uri(path)
         .header("host", addr.to_string());
-    if body.is_some() {
+    let typed = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if body.is_some() && !typed {
         request = request.header("content-type", "application/json");
     }
     for (name, value) in headers {
