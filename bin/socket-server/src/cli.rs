@@ -135,6 +135,11 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = size, value_name = "SIZE")]
     max_header_size: usize,
 
+    /// Check that a server answers GET /healthz on --listen (127.0.0.1 when it listens on all
+    /// addresses), exit 0 if it does, 1 if not. For container health checks.
+    #[arg(long)]
+    pub(crate) healthcheck: bool,
+
     /// How long a client may take to send its request head.
     #[arg(long, env = "SOCKET_SERVER_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
     header_timeout: Duration,

@@ -3,6 +3,7 @@
 //! line naming it and exit code 2.
 
 mod cli;
+mod health;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -31,10 +32,14 @@ fn main() -> ExitCode {
             return fail(line.trim_start_matches("error: "));
         }
     };
+    let healthcheck = cli.healthcheck;
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(error) => return fail(error),
     };
+    if healthcheck {
+        return health::check(config.listen);
+    }
     let logger =
         match rpa_server::logging::logger(&config.log_dir, &config.log_level, config.log_to_stderr)
         {

@@ -459,3 +459,21 @@ async fn health_and_readiness_answer() {
     assert_eq!(status, 404);
     assert_eq!(problem["title"], "Not found");
 }
+
+#[test]
+fn the_healthcheck_flag_reports_whether_a_server_answers() {
+    let server = Server::start(&[]);
+    let check = |listen: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_socket-server"))
+            .args(["--listen", listen, "--healthcheck"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(check(&server.addr.to_string()), Some(0));
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = unused.local_addr().unwrap().to_string();
+    drop(unused);
+    assert_eq!(check(&free), Some(1));
+}
