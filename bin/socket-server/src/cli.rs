@@ -86,6 +86,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
     ack_timeout: Duration,
 
+    /// Recurring schedules that fire more often than this are refused.
+    #[arg(long, env = "SOCKET_SERVER_MIN_SCHEDULE_INTERVAL", default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    min_schedule_interval: Duration,
+
     /// Flush each package file to disk before answering a trigger.
     #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     sync_package_files: bool,
@@ -206,6 +210,7 @@ impl Cli {
             misfire_grace: self.misfire_grace,
             max_delivery_attempts: self.max_delivery_attempts,
             ack_timeout: self.ack_timeout,
+            min_schedule_interval: self.min_schedule_interval,
             sync_package_files: self.sync_package_files,
             limits: Limits {
                 max_message: self.max_message_size,

@@ -15,11 +15,38 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, watch};
 
-/// Something due at `at`, named by `id`.
+/// What is due: a job (its next sending, resend or deadline) or a recurring schedule (its next
+/// occurrence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DueKind {
+    Job,
+    Schedule,
+}
+
+/// Something due at `at`, named by its kind and `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Due {
     pub at: DateTime<Utc>,
+    pub kind: DueKind,
     pub id: i64,
+}
+
+impl Due {
+    pub fn job(id: i64, at: DateTime<Utc>) -> Due {
+        Due {
+            at,
+            kind: DueKind::Job,
+            id,
+        }
+    }
+
+    pub fn schedule(id: i64, at: DateTime<Utc>) -> Due {
+        Due {
+            at,
+            kind: DueKind::Schedule,
+            id,
+        }
+    }
 }
 
 /// The time source of the loop.
@@ -186,10 +213,7 @@ impl<S: DueSource, C: Clock> DueLoop<S, C> {
             self.bound(&mut window, &mut complete_until);
 
             let now = self.clock.now();
-            let later = window.split_off(&Due {
-                at: now + TimeDelta::microseconds(1),
-                id: i64::MIN,
-            });
+            let later = window.split_off(&Due::job(i64::MIN, now + TimeDelta::microseconds(1)));
             let due = std::mem::replace(&mut window, later);
             if !due.is_empty() {
                 self.source.fire(due.into_iter().collect(), now).await;

@@ -11,7 +11,9 @@ mod request;
 mod wall;
 
 pub use chrono_tz::Tz;
-pub use due::{Clock, Due, DueLoop, DueLoopConfig, DueSource, Heartbeat, SystemClock, Wakeup};
+pub use due::{
+    Clock, Due, DueKind, DueLoop, DueLoopConfig, DueSource, Heartbeat, SystemClock, Wakeup,
+};
 pub use error::{CronError, ScheduleError, ScheduleErrors};
 pub use local::{parse_zone, resolve_local};
 pub use misfire::{CATCH_UP_COUNT_CAP, CatchUp, catch_up};

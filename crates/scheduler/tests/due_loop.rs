@@ -80,10 +80,7 @@ fn start(
 }
 
 fn at(seconds: i64, id: i64) -> Due {
-    Due {
-        at: t0() + TimeDelta::seconds(seconds),
-        id,
-    }
+    Due::job(id, t0() + TimeDelta::seconds(seconds))
 }
 
 #[tokio::test(start_paused = true)]

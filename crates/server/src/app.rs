@@ -142,6 +142,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let (dispatcher, written) = Dispatcher::new(
             db.clone(),
+            packages.clone(),
             Arc::clone(&registry),
             policy,
             Arc::clone(&metrics),

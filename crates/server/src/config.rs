@@ -83,6 +83,8 @@ pub struct Config {
     pub max_delivery_attempts: u32,
     /// How long an extended robot has to acknowledge a package before it is sent again.
     pub ack_timeout: Duration,
+    /// Recurring schedules that fire more often than this are refused.
+    pub min_schedule_interval: Duration,
     /// Whether package files are flushed to disk before a trigger is answered.
     pub sync_package_files: bool,
     pub limits: Limits,
@@ -102,6 +104,7 @@ impl Default for Config {
             misfire_grace: None,
             max_delivery_attempts: 5,
             ack_timeout: Duration::from_secs(30),
+            min_schedule_interval: Duration::from_secs(1),
             sync_package_files: true,
             limits: Limits::default(),
         }

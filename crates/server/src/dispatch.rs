@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rpa_protocol::{RobotAddress, ServerMessage};
 use rpa_registry::{Outbound, PushError, Registry, Sending};
-use rpa_scheduler::{Due, DueSource, Wakeup};
+use rpa_scheduler::{Due, DueKind, DueSource, Wakeup};
 use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, StoreError};
 use tokio::sync::mpsc;
 
@@ -37,6 +37,7 @@ pub(crate) struct Dispatcher {
 
 struct Inner {
     db: Db,
+    packages: rpa_packages::PackageDir,
     registry: Arc<Registry>,
     policy: DeliveryPolicy,
     metrics: Arc<Metrics>,
@@ -51,6 +52,7 @@ impl Dispatcher {
     /// [`confirm_written`].
     pub(crate) fn new(
         db: Db,
+        packages: rpa_packages::PackageDir,
         registry: Arc<Registry>,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
@@ -59,6 +61,7 @@ impl Dispatcher {
         let (written, receiver) = mpsc::unbounded_channel();
         let inner = Inner {
             db,
+            packages,
             registry,
             policy,
             metrics,
@@ -86,7 +89,14 @@ impl Dispatcher {
     /// Tells the scheduler that job `id` is due at `at`.
     pub(crate) fn wake(&self, id: i64, at: DateTime<Utc>) {
         if let Some(wakeup) = self.inner.wakeup.get() {
-            wakeup.notify(Due { at, id });
+            wakeup.notify(Due::job(id, at));
+        }
+    }
+
+    /// Tells the scheduler that schedule `id` has an occurrence at `at`.
+    pub(crate) fn wake_schedule(&self, id: i64, at: DateTime<Utc>) {
+        if let Some(wakeup) = self.inner.wakeup.get() {
+            wakeup.notify(Due::schedule(id, at));
         }
     }
 
@@ -289,6 +299,35 @@ impl Dispatcher {
         }
     }
 
+    /// After a schedule's occurrence: the instance's package file, the next occurrence.
+    fn after_occurrence(&self, id: i64, fired: crate::recurring::Fired) {
+        if let Some(next) = fired.next {
+            self.wake_schedule(id, next);
+        }
+        let Some(job) = fired.instance else {
+            log::info!("schedule {id}: occurrence skipped or ended (see its events)");
+            return;
+        };
+        log::info!(
+            "schedule {id}: job {} created for its occurrence at {}: {}",
+            job.id,
+            crate::views::time(job.run_at),
+            job.status.as_str()
+        );
+        let packages = self.inner.packages.clone();
+        tokio::task::spawn_blocking(move || {
+            let saved = serde_json::from_str(&job.package)
+                .map_err(|error| error.to_string())
+                .and_then(|object| {
+                    rpa_packages::Package::from_object(object).map_err(|error| error.to_string())
+                })
+                .and_then(|package| packages.save(&package, job.id).map_err(|e| e.to_string()));
+            if let Err(error) = saved {
+                log::error!("job {}: cannot write its package file: {error}", job.id);
+            }
+        });
+    }
+
     /// The connection wrote a sending.
     pub(crate) fn written(&self, written: Written) {
         let _ = self.inner.written.send(written);
@@ -375,43 +414,78 @@ impl DueSource for Dispatcher {
     type Error = StoreError;
 
     async fn fetch(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<Due>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (jobs, schedules) = self
             .inner
             .db
-            .read(move |conn| conn.due_jobs(until, limit))
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Due {
-                at: row.wake_at,
-                id: row.id,
+            .read(move |conn| {
+                Ok((
+                    conn.due_jobs(until, fetch)?,
+                    conn.due_schedules(until, fetch)?,
+                ))
             })
-            .collect())
+            .await?;
+        let mut due: Vec<Due> = jobs
+            .into_iter()
+            .map(|row| Due::job(row.id, row.wake_at))
+            .chain(schedules.into_iter().map(|(id, at)| Due::schedule(id, at)))
+            .collect();
+        // Two sources, each complete up to its last row: keep the earliest `limit` of both, so
+        // the loop's completeness rule (everything before the last row it got) still holds.
+        due.sort_unstable();
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn fire(&self, due: Vec<Due>, now: DateTime<Utc>) {
         let registry = Arc::clone(&self.inner.registry);
         let policy = self.inner.policy;
-        let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
         let outcomes = self
             .inner
             .db
             .write(move |tx| {
                 let online = |address: &str| registry.is_online(&RobotAddress::new(address));
-                let mut outcomes = Vec::with_capacity(ids.len());
-                for id in ids {
+                let mut fired = Vec::new();
+                let mut jobs = Vec::with_capacity(due.len());
+                for entry in &due {
+                    match entry.kind {
+                        DueKind::Job => jobs.push(entry.id),
+                        DueKind::Schedule => {
+                            let id = entry.id;
+                            match tx.savepoint(|tx| crate::recurring::fire(tx, id, now, &policy)) {
+                                Ok(Some(occurrence)) => {
+                                    // The instance is due now: send it in this same write.
+                                    if let Some(job) = &occurrence.instance {
+                                        jobs.push(job.id);
+                                    }
+                                    fired.push((id, occurrence));
+                                }
+                                Ok(None) => {}
+                                Err(error) => {
+                                    log::error!("schedule {id}: cannot process it: {error}")
+                                }
+                            }
+                        }
+                    }
+                }
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for id in jobs {
                     // One job's failure must not hold back the others.
                     match tx.savepoint(|tx| tx.process_due(id, now, &online, &policy)) {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(error) => log::error!("job {id}: cannot process it: {error}"),
                     }
                 }
-                Ok(outcomes)
+                Ok((fired, outcomes))
             })
             .await;
         match outcomes {
-            Ok(outcomes) => self.handle_outcomes(outcomes, now),
+            Ok((fired, outcomes)) => {
+                for (id, occurrence) in fired {
+                    self.after_occurrence(id, occurrence);
+                }
+                self.handle_outcomes(outcomes, now);
+            }
             Err(error) => {
                 log::error!("cannot process due jobs: {error}");
                 // They stay due; the next read finds them. Do not spin on a busy database.

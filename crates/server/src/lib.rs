@@ -8,6 +8,7 @@ mod listener;
 pub mod logging;
 mod metrics;
 mod problem;
+mod recurring;
 mod rest;
 mod views;
 mod ws;

@@ -1,7 +1,9 @@
 //! How stored records look on the API. Store rows are not wire types: these are.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rpa_store::{JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord};
+use rpa_store::{
+    JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord, ScheduleEventRecord, ScheduleRecord,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -136,4 +138,81 @@ impl From<JobEventRecord> for EventView {
 pub(crate) struct Page<T, K> {
     pub(crate) items: Vec<T>,
     pub(crate) next_after: Option<K>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ScheduleView {
+    id: i64,
+    cron: String,
+    timezone: String,
+    start: Option<String>,
+    end: Option<String>,
+    package: Box<RawValue>,
+    robot_address: String,
+    robot_name: String,
+    active: bool,
+    next_run_at: Option<String>,
+    next_occurrences: Vec<String>,
+    last_run_at: Option<String>,
+    ended_reason: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<Vec<JobView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<ScheduleEventView>>,
+}
+
+impl ScheduleView {
+    /// `upcoming`: the next occurrences, computed by the caller from the expression.
+    pub(crate) fn new(schedule: ScheduleRecord, upcoming: Vec<DateTime<Utc>>) -> ScheduleView {
+        ScheduleView {
+            id: schedule.id,
+            cron: schedule.cron,
+            timezone: schedule.timezone,
+            start: schedule.start.map(time),
+            end: schedule.end.map(time),
+            package: raw(&schedule.package),
+            robot_address: schedule.robot_address,
+            robot_name: schedule.robot_name,
+            active: schedule.active,
+            next_run_at: schedule.next_run_at.map(time),
+            next_occurrences: upcoming.into_iter().map(time).collect(),
+            last_run_at: schedule.last_fire_at.map(time),
+            ended_reason: schedule.ended_reason,
+            created_at: time(schedule.created_at),
+            instances: None,
+            events: None,
+        }
+    }
+
+    pub(crate) fn with_history(
+        mut self,
+        instances: Vec<JobRecord>,
+        events: Vec<ScheduleEventRecord>,
+    ) -> ScheduleView {
+        self.instances = Some(instances.into_iter().map(JobView::from).collect());
+        self.events = Some(events.into_iter().map(ScheduleEventView::from).collect());
+        self
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct ScheduleEventView {
+    at: String,
+    occurrence: Option<String>,
+    kind: String,
+    job_id: Option<i64>,
+    reason: String,
+}
+
+impl From<ScheduleEventRecord> for ScheduleEventView {
+    fn from(event: ScheduleEventRecord) -> Self {
+        ScheduleEventView {
+            at: time(event.at),
+            occurrence: event.occurrence.map(time),
+            kind: event.kind,
+            job_id: event.job_id,
+            reason: event.reason,
+        }
+    }
 }

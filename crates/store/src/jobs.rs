@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::schema::{idempotency_keys, job_events, jobs, robots};
+use crate::idempotency::{self, KeyCheck, Prior};
+use crate::schema::{job_events, jobs, robots};
 use crate::time::{from_micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
@@ -213,7 +214,7 @@ pub struct NewJob {
 pub enum InsertJob {
     Created(JobRecord),
     /// The idempotency key was used before with the same request: here is what it created.
-    Replayed(JobRecord),
+    Replayed(Prior),
     /// The idempotency key was used before with a different request.
     KeyConflict,
     /// No robot with that address ever registered.
@@ -259,6 +260,71 @@ pub(crate) fn record_event(
     Ok(())
 }
 
+/// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
+/// `failed`, Failed at once with that reason (an occurrence of a schedule that was missed).
+pub(crate) fn insert_row(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+    failed: Option<&str>,
+) -> Result<JobRecord, StoreError> {
+    let created = to_micros(job.created_at);
+    let run_at = to_micros(job.run_at);
+    let (status, wake_at) = match failed {
+        None => (JobStatus::Pending, Some(run_at)),
+        Some(_) => (JobStatus::Failed, None),
+    };
+    diesel::insert_into(jobs::table)
+        .values((
+            jobs::id.eq(job.id),
+            jobs::status.eq(status.as_str()),
+            jobs::package.eq(&job.package),
+            jobs::package_name.eq(&job.package_name),
+            jobs::robot_address.eq(&job.robot_address),
+            jobs::robot_name.eq(&job.robot_name),
+            jobs::run_at.eq(run_at),
+            jobs::schedule_id.eq(job.schedule_id),
+            jobs::attempts.eq(0),
+            jobs::created_at.eq(created),
+            jobs::updated_at.eq(created),
+            jobs::last_error.eq(failed),
+            jobs::wake_at.eq(wake_at),
+            jobs::delivery.eq(Delivery::Idle.code()),
+            jobs::forced.eq(false),
+        ))
+        .execute(conn)?;
+    record_event(conn, job.id, job.created_at, None, status, &job.reason)?;
+    if let Some(reason) = failed {
+        record_event(conn, job.id, job.created_at, Some(status), status, reason)?;
+    }
+    Ok(JobRecord {
+        id: job.id,
+        status,
+        package: job.package.clone(),
+        package_name: job.package_name.clone(),
+        robot_address: job.robot_address.clone(),
+        robot_name: job.robot_name.clone(),
+        run_at: job.run_at,
+        schedule_id: job.schedule_id,
+        attempts: 0,
+        created_at: job.created_at,
+        updated_at: job.created_at,
+        last_error: failed.map(str::to_owned),
+        wake_at: wake_at.map(|_| job.run_at),
+        delivery: Delivery::Idle,
+        forced: false,
+        sent_at: None,
+    })
+}
+
+pub(crate) fn robot_exists(conn: &mut SqliteConnection, address: &str) -> Result<bool, StoreError> {
+    Ok(robots::table
+        .find(address)
+        .select(robots::address)
+        .first::<String>(conn)
+        .optional()?
+        .is_some())
+}
+
 pub(crate) fn load_job(
     conn: &mut SqliteConnection,
     id: i64,
@@ -275,91 +341,20 @@ impl WriteTx<'_> {
     /// Creates a Pending job, due at its `run_at`, with its creation event.
     pub fn insert_job(&mut self, job: &NewJob) -> Result<InsertJob, StoreError> {
         if let Some(key) = &job.idempotency {
-            let seen: Option<(String, Option<i64>)> = idempotency_keys::table
-                .find(&key.key)
-                .select((idempotency_keys::request_hash, idempotency_keys::job_id))
-                .first(self.conn)
-                .optional()?;
-            if let Some((hash, job_id)) = seen {
-                if hash != key.request_hash {
-                    return Ok(InsertJob::KeyConflict);
-                }
-                let first = match job_id {
-                    Some(id) => load_job(self.conn, id)?,
-                    None => None,
-                };
-                return Ok(match first {
-                    Some(record) => InsertJob::Replayed(record),
-                    // The key named something that was purged since: treat it as reused.
-                    None => InsertJob::KeyConflict,
-                });
+            match idempotency::check(self.conn, key)? {
+                KeyCheck::New => {}
+                KeyCheck::Seen(prior) => return Ok(InsertJob::Replayed(prior)),
+                KeyCheck::Conflict => return Ok(InsertJob::KeyConflict),
             }
         }
-        let robot_known = robots::table
-            .find(&job.robot_address)
-            .select(robots::address)
-            .first::<String>(self.conn)
-            .optional()?
-            .is_some();
-        if !robot_known {
+        if !robot_exists(self.conn, &job.robot_address)? {
             return Ok(InsertJob::UnknownRobot);
         }
-        let created = to_micros(job.created_at);
-        let run_at = to_micros(job.run_at);
-        diesel::insert_into(jobs::table)
-            .values((
-                jobs::id.eq(job.id),
-                jobs::status.eq(JobStatus::Pending.as_str()),
-                jobs::package.eq(&job.package),
-                jobs::package_name.eq(&job.package_name),
-                jobs::robot_address.eq(&job.robot_address),
-                jobs::robot_name.eq(&job.robot_name),
-                jobs::run_at.eq(run_at),
-                jobs::schedule_id.eq(job.schedule_id),
-                jobs::attempts.eq(0),
-                jobs::created_at.eq(created),
-                jobs::updated_at.eq(created),
-                jobs::wake_at.eq(Some(run_at)),
-                jobs::delivery.eq(Delivery::Idle.code()),
-                jobs::forced.eq(false),
-            ))
-            .execute(self.conn)?;
-        record_event(
-            self.conn,
-            job.id,
-            job.created_at,
-            None,
-            JobStatus::Pending,
-            &job.reason,
-        )?;
+        let record = insert_row(self.conn, job, None)?;
         if let Some(key) = &job.idempotency {
-            diesel::insert_into(idempotency_keys::table)
-                .values((
-                    idempotency_keys::key.eq(&key.key),
-                    idempotency_keys::request_hash.eq(&key.request_hash),
-                    idempotency_keys::job_id.eq(Some(job.id)),
-                    idempotency_keys::created_at.eq(created),
-                ))
-                .execute(self.conn)?;
+            idempotency::remember(self.conn, key, Some(job.id), None, job.created_at)?;
         }
-        Ok(InsertJob::Created(JobRecord {
-            id: job.id,
-            status: JobStatus::Pending,
-            package: job.package.clone(),
-            package_name: job.package_name.clone(),
-            robot_address: job.robot_address.clone(),
-            robot_name: job.robot_name.clone(),
-            run_at: job.run_at,
-            schedule_id: job.schedule_id,
-            attempts: 0,
-            created_at: job.created_at,
-            updated_at: job.created_at,
-            last_error: None,
-            wake_at: Some(job.run_at),
-            delivery: Delivery::Idle,
-            forced: false,
-            sent_at: None,
-        }))
+        Ok(InsertJob::Created(record))
     }
 
     pub fn job(&mut self, id: i64) -> Result<Option<JobRecord>, StoreError> {

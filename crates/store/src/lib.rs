@@ -2,8 +2,10 @@
 
 mod connection;
 mod error;
+mod idempotency;
 mod jobs;
 mod robots;
+mod schedules;
 mod schema;
 mod time;
 mod transitions;
@@ -19,11 +21,15 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use error::StoreError;
+pub use idempotency::Prior;
 pub use jobs::{
     Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
     NewJob,
 };
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
+pub use schedules::{
+    InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,
+};
 pub use transitions::{
     AckOutcome, ChangeOutcome, Claimed, DeclineOutcome, DeliveryPolicy, DueOutcome, ReportOutcome,
     RobotClaim,
@@ -118,16 +124,23 @@ impl Store {
                 reason: error.to_string(),
             })?;
 
-        let writer = Writer::start(write_conn, config.writer_queue, config.max_batch)?;
-        let store = Store {
+        let max_id = {
+            let mut conn = readers.get()?;
+            ReadConn { conn: &mut conn }.max_job_id()?
+        };
+        let last_job_id = Arc::new(AtomicI64::new(max_id));
+        let writer = Writer::start(
+            write_conn,
+            Arc::clone(&last_job_id),
+            config.writer_queue,
+            config.max_batch,
+        )?;
+        Ok(Store {
             readers,
             writer,
-            last_job_id: Arc::new(AtomicI64::new(0)),
+            last_job_id,
             path: path.clone(),
-        };
-        let max_id = store.read(|conn| conn.max_job_id())?;
-        store.last_job_id.store(max_id, Ordering::SeqCst);
-        Ok(store)
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -70,10 +70,46 @@ diesel::table! {
 diesel::joinable!(robot_messages -> robots (robot_address));
 diesel::joinable!(jobs -> robots (robot_address));
 diesel::joinable!(job_events -> jobs (job_id));
+
+diesel::table! {
+    schedules (id) {
+        id -> BigInt,
+        cron -> Text,
+        timezone -> Text,
+        start_at -> Nullable<BigInt>,
+        end_at -> Nullable<BigInt>,
+        package -> Text,
+        package_name -> Text,
+        robot_address -> Text,
+        robot_name -> Text,
+        active -> Bool,
+        next_run_at -> Nullable<BigInt>,
+        last_fire_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        ended_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    schedule_events (id) {
+        id -> BigInt,
+        schedule_id -> BigInt,
+        occurrence -> Nullable<BigInt>,
+        at -> BigInt,
+        kind -> Text,
+        job_id -> Nullable<BigInt>,
+        reason -> Text,
+    }
+}
+
+diesel::joinable!(schedule_events -> schedules (schedule_id));
 diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
     jobs,
     job_events,
-    idempotency_keys
+    idempotency_keys,
+    schedules,
+    schedule_events,
 );

@@ -69,7 +69,10 @@ fn idempotency_keys_replay_or_conflict() {
     };
     let mut retry = new_job(&store, "A", t0());
     retry.idempotency = Some(key("h1"));
-    assert_eq!(insert(&store, retry), InsertJob::Replayed(created));
+    assert_eq!(
+        insert(&store, retry),
+        InsertJob::Replayed(rpa_store::Prior::Job(Box::new(created)))
+    );
     let mut other = new_job(&store, "A", t0());
     other.idempotency = Some(key("h2"));
     assert_eq!(insert(&store, other), InsertJob::KeyConflict);

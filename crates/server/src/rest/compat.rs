@@ -99,7 +99,7 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
             trigger::idempotency_key(key.as_deref()).map_err(|p| p.with_alert(NOT_RECEIVED))?;
         let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
         match trigger::accept(&app, &doc, &raw, key).await {
-            Ok(Accepted::Created(job) | Accepted::Replayed(job)) => Ok(job),
+            Ok(accepted) => Ok(accepted),
             Err(refused) => Err(refused.problem.with_alert(if refused.missing {
                 MISSING_DATA
             } else {
@@ -108,9 +108,14 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
         }
     };
     match result.await {
-        Ok(job) => json(
+        Ok(Accepted::Job(job)) => json(
             StatusCode::OK,
             &json!({"Job": job.id.to_string(), "Status": "Server sent package to scheduler"}),
+        ),
+        // The old clients never sent a cron schedule; a new one that does gets the schedule id.
+        Ok(Accepted::Schedule(schedule)) => json(
+            StatusCode::OK,
+            &json!({"Schedule": schedule.id.to_string(), "Status": "Server sent package to scheduler"}),
         ),
         Err(problem) => problem.into_response(),
     }

@@ -62,12 +62,17 @@ async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response 
     let created = async {
         let key = trigger::idempotency_key(key.as_deref())?;
         let (doc, raw) = body?;
-        let job = match trigger::accept(&app, &doc, &raw, key).await {
-            Ok(Accepted::Created(job) | Accepted::Replayed(job)) => job,
+        let (location, mut response) = match trigger::accept(&app, &doc, &raw, key).await {
+            Ok(Accepted::Job(job)) => (
+                format!("/api/jobs/{}", job.id),
+                json(StatusCode::CREATED, &JobView::from(job)),
+            ),
+            Ok(Accepted::Schedule(schedule)) => (
+                format!("/api/schedules/{}", schedule.id),
+                json(StatusCode::CREATED, &super::schedules::view(schedule)),
+            ),
             Err(refused) => return Err(refused.problem),
         };
-        let location = format!("/api/jobs/{}", job.id);
-        let mut response = json(StatusCode::CREATED, &JobView::from(job));
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
         }

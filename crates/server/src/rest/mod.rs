@@ -9,6 +9,7 @@ mod jobs;
 mod metrics;
 mod query;
 mod robots;
+mod schedules;
 mod trigger;
 
 use std::convert::Infallible;
@@ -31,6 +32,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(robots::routes(Arc::clone(&app)))
         .unify()
         .or(jobs::routes(Arc::clone(&app)))
+        .unify()
+        .or(schedules::routes(Arc::clone(&app)))
         .unify()
         .or(compat::routes(app))
         .unify()

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use rpa_packages::{Problems, validate_trigger};
 use rpa_protocol::RobotAddress;
+use rpa_scheduler::CronSchedule;
 use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
-use rpa_store::{IdempotencyKey, InsertJob, JobRecord, NewJob};
+use rpa_store::{
+    IdempotencyKey, InsertJob, InsertSchedule, JobRecord, NewJob, NewSchedule, Prior,
+    ScheduleRecord,
+};
 use warp::http::StatusCode;
 
 use crate::app::App;
@@ -15,11 +19,20 @@ use crate::logging::Untrusted;
 use crate::metrics::bump;
 use crate::problem::{FieldProblem, Problem};
 
-/// A trigger that was accepted.
+/// What an accepted trigger created: a job, or a recurring schedule (or what the first request
+/// with the same `Idempotency-Key` created).
 pub(super) enum Accepted {
-    Created(JobRecord),
-    /// The same `Idempotency-Key` and body came before: what that request created.
-    Replayed(JobRecord),
+    Job(JobRecord),
+    Schedule(ScheduleRecord),
+}
+
+impl From<Prior> for Accepted {
+    fn from(prior: Prior) -> Accepted {
+        match prior {
+            Prior::Job(job) => Accepted::Job(*job),
+            Prior::Schedule(schedule) => Accepted::Schedule(*schedule),
+        }
+    }
 }
 
 /// A trigger that was refused. `missing` tells the old routes which `Alert` to show.
@@ -109,20 +122,15 @@ async fn accept_inner(
         }
     };
     // The schedule is checked even when the rest failed, so one answer lists every problem.
-    let context = ScheduleContext::new(now, app.config.timezone);
+    let mut context = ScheduleContext::new(now, app.config.timezone);
+    context.min_interval = chrono::TimeDelta::from_std(app.config.min_schedule_interval)
+        .unwrap_or(chrono::TimeDelta::seconds(1));
     let schedule = doc
         .get("Schedule")
         .and_then(serde_json::Value::as_object)
         .map(|object| parse_schedule(object, &context));
-    let run_at = match schedule {
-        Some(Ok(ScheduleRequest::Once(once))) => Some(once.run_at),
-        Some(Ok(ScheduleRequest::Recurring(_))) => {
-            errors.push(FieldProblem {
-                field: "Schedule.cron".to_owned(),
-                problem: "recurring schedules are not accepted by this server version".to_owned(),
-            });
-            None
-        }
+    let when = match schedule {
+        Some(Ok(request)) => Some(request),
         Some(Err(problems)) => {
             for problem in problems.0 {
                 missing |= problem.missing;
@@ -135,13 +143,89 @@ async fn accept_inner(
         }
         None => None,
     };
-    let (Some(trigger), Some(run_at), true) = (trigger, run_at, errors.is_empty()) else {
+    let (Some(trigger), Some(when), true) = (trigger, when, errors.is_empty()) else {
         return Err(Refused {
             problem: Problem::validation(errors),
             missing,
         });
     };
+    let key = key.map(|key| IdempotencyKey {
+        key,
+        request_hash: digest(body),
+    });
+    match when {
+        ScheduleRequest::Once(once) => accept_job(app, trigger, once.run_at, key, now).await,
+        ScheduleRequest::Recurring(cron) => accept_schedule(app, trigger, cron, key, now).await,
+    }
+}
 
+async fn accept_schedule(
+    app: &Arc<App>,
+    trigger: rpa_packages::Trigger,
+    cron: CronSchedule,
+    key: Option<IdempotencyKey>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Accepted, Refused> {
+    let address = RobotAddress::new(&trigger.robot.robot_address);
+    let next_run_at = cron.upcoming(now, 1).first().copied();
+    let schedule = NewSchedule {
+        cron: cron.expression().to_owned(),
+        timezone: cron.zone().name().to_owned(),
+        start: cron.start(),
+        end: cron.end(),
+        package: trigger.package.to_json(),
+        package_name: trigger.package.name().to_owned(),
+        robot_address: address.as_str().to_owned(),
+        robot_name: trigger.robot.robot_name.clone(),
+        next_run_at,
+        created_at: now,
+        idempotency: key,
+    };
+    match app.db.write(move |tx| tx.insert_schedule(&schedule)).await {
+        Ok(InsertSchedule::Created(schedule)) => {
+            log::info!(
+                "schedule {} created: robot {} package {} cron {} in {}, next at {}",
+                schedule.id,
+                Untrusted(&schedule.robot_address),
+                Untrusted(&schedule.package_name),
+                Untrusted(&schedule.cron),
+                schedule.timezone,
+                schedule
+                    .next_run_at
+                    .map_or("never".to_owned(), crate::views::time)
+            );
+            if let Some(next) = schedule.next_run_at {
+                app.dispatcher.wake_schedule(schedule.id, next);
+            }
+            Ok(Accepted::Schedule(*schedule))
+        }
+        Ok(InsertSchedule::Replayed(prior)) => Ok(prior.into()),
+        Ok(InsertSchedule::KeyConflict) => Err(key_reused().into()),
+        Ok(InsertSchedule::UnknownRobot) => Err(unknown_robot(&address).into()),
+        Err(error) => Err(Problem::from(error).into()),
+    }
+}
+
+fn key_reused() -> Problem {
+    Problem::conflict(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with a different request",
+    )
+}
+
+fn unknown_robot(address: &RobotAddress) -> Problem {
+    Problem::not_found(format!(
+        "no robot with address {address} has ever registered"
+    ))
+}
+
+async fn accept_job(
+    app: &Arc<App>,
+    trigger: rpa_packages::Trigger,
+    run_at: chrono::DateTime<Utc>,
+    key: Option<IdempotencyKey>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Accepted, Refused> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
     let id = app.db.store().reserve_job_id();
     let package = trigger.package;
@@ -185,10 +269,7 @@ async fn accept_inner(
         schedule_id: None,
         created_at: now,
         reason: "created by trigger".to_owned(),
-        idempotency: key.map(|key| IdempotencyKey {
-            key,
-            request_hash: digest(body),
-        }),
+        idempotency: key,
     };
     let inserted = app.db.write(move |tx| tx.insert_job(&job)).await;
     let remove_file = || {
@@ -210,27 +291,19 @@ async fn accept_inner(
                 crate::views::time(job.run_at)
             );
             app.dispatcher.wake(job.id, job.run_at);
-            Ok(Accepted::Created(job))
+            Ok(Accepted::Job(job))
         }
-        Ok(InsertJob::Replayed(job)) => {
+        Ok(InsertJob::Replayed(prior)) => {
             remove_file();
-            Ok(Accepted::Replayed(job))
+            Ok(prior.into())
         }
         Ok(InsertJob::KeyConflict) => {
             remove_file();
-            Err(Problem::conflict(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request",
-            )
-            .into())
+            Err(key_reused().into())
         }
         Ok(InsertJob::UnknownRobot) => {
             remove_file();
-            Err(Problem::not_found(format!(
-                "no robot with address {} has ever registered",
-                address
-            ))
-            .into())
+            Err(unknown_robot(&address).into())
         }
         Err(error) => {
             remove_file();

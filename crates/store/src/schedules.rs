@@ -1,0 +1,408 @@
+//! Recurring schedules and what happened to their occurrences. The store keeps them; when an
+//! occurrence comes is the scheduler crate's business, so the server combines the two inside a
+//! write.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::idempotency::{self, KeyCheck, Prior};
+use crate::jobs::{IdempotencyKey, JobStatus, NewJob, insert_row, record_event, robot_exists};
+use crate::schema::{jobs, schedule_events, schedules};
+use crate::time::{from_micros, to_micros};
+use crate::{JobRecord, ReadConn, StoreError, WriteTx};
+
+/// A recurring schedule as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub id: i64,
+    pub cron: String,
+    pub timezone: String,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// The trigger's Package object as received (JSON).
+    pub package: String,
+    pub package_name: String,
+    pub robot_address: String,
+    pub robot_name: String,
+    /// False once deleted or past its last occurrence.
+    pub active: bool,
+    /// The next occurrence not yet handled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The last occurrence handled.
+    pub last_fire_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ended_reason: Option<String>,
+}
+
+#[derive(Queryable)]
+struct ScheduleRow {
+    id: i64,
+    cron: String,
+    timezone: String,
+    start_at: Option<i64>,
+    end_at: Option<i64>,
+    package: String,
+    package_name: String,
+    robot_address: String,
+    robot_name: String,
+    active: bool,
+    next_run_at: Option<i64>,
+    last_fire_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    ended_reason: Option<String>,
+}
+
+impl From<ScheduleRow> for ScheduleRecord {
+    fn from(row: ScheduleRow) -> Self {
+        ScheduleRecord {
+            id: row.id,
+            cron: row.cron,
+            timezone: row.timezone,
+            start: row.start_at.map(from_micros),
+            end: row.end_at.map(from_micros),
+            package: row.package,
+            package_name: row.package_name,
+            robot_address: row.robot_address,
+            robot_name: row.robot_name,
+            active: row.active,
+            next_run_at: row.next_run_at.map(from_micros),
+            last_fire_at: row.last_fire_at.map(from_micros),
+            created_at: from_micros(row.created_at),
+            updated_at: from_micros(row.updated_at),
+            ended_reason: row.ended_reason,
+        }
+    }
+}
+
+/// A schedule to create. `next_run_at` is its first occurrence, computed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchedule {
+    pub cron: String,
+    pub timezone: String,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub package: String,
+    pub package_name: String,
+    pub robot_address: String,
+    pub robot_name: String,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertSchedule {
+    Created(Box<ScheduleRecord>),
+    Replayed(Prior),
+    KeyConflict,
+    UnknownRobot,
+}
+
+/// An entry of a schedule's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleEventRecord {
+    pub id: i64,
+    pub schedule_id: i64,
+    pub occurrence: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    /// `instance`, `skipped`, `catch_up`, `missed`, `ended`, `deleted`.
+    pub kind: String,
+    pub job_id: Option<i64>,
+    pub reason: String,
+}
+
+#[derive(Queryable)]
+struct ScheduleEventRow {
+    id: i64,
+    schedule_id: i64,
+    occurrence: Option<i64>,
+    at: i64,
+    kind: String,
+    job_id: Option<i64>,
+    reason: String,
+}
+
+/// Which schedules a listing returns: newest first, keyset pages by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleFilter {
+    pub active: Option<bool>,
+    pub robot_address: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// The result of deleting a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Stopped now; these pending instances were cancelled.
+    Stopped(Box<ScheduleRecord>, Vec<i64>),
+    /// It was already inactive: nothing changed.
+    AlreadyStopped(Box<ScheduleRecord>),
+    NotFound,
+}
+
+pub(crate) fn load_schedule(
+    conn: &mut SqliteConnection,
+    id: i64,
+) -> Result<Option<ScheduleRecord>, StoreError> {
+    Ok(schedules::table
+        .find(id)
+        .first::<ScheduleRow>(conn)
+        .optional()?
+        .map(ScheduleRecord::from))
+}
+
+impl WriteTx<'_> {
+    pub fn insert_schedule(&mut self, new: &NewSchedule) -> Result<InsertSchedule, StoreError> {
+        if let Some(key) = &new.idempotency {
+            match idempotency::check(self.conn, key)? {
+                KeyCheck::New => {}
+                KeyCheck::Seen(prior) => return Ok(InsertSchedule::Replayed(prior)),
+                KeyCheck::Conflict => return Ok(InsertSchedule::KeyConflict),
+            }
+        }
+        if !robot_exists(self.conn, &new.robot_address)? {
+            return Ok(InsertSchedule::UnknownRobot);
+        }
+        let created = to_micros(new.created_at);
+        let id: i64 = diesel::insert_into(schedules::table)
+            .values((
+                schedules::cron.eq(&new.cron),
+                schedules::timezone.eq(&new.timezone),
+                schedules::start_at.eq(new.start.map(to_micros)),
+                schedules::end_at.eq(new.end.map(to_micros)),
+                schedules::package.eq(&new.package),
+                schedules::package_name.eq(&new.package_name),
+                schedules::robot_address.eq(&new.robot_address),
+                schedules::robot_name.eq(&new.robot_name),
+                schedules::active.eq(new.next_run_at.is_some()),
+                schedules::next_run_at.eq(new.next_run_at.map(to_micros)),
+                schedules::created_at.eq(created),
+                schedules::updated_at.eq(created),
+            ))
+            .returning(schedules::id)
+            .get_result(self.conn)?;
+        if let Some(key) = &new.idempotency {
+            idempotency::remember(self.conn, key, None, Some(id), new.created_at)?;
+        }
+        let record = load_schedule(self.conn, id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("schedule {id} vanished")))?;
+        Ok(InsertSchedule::Created(Box::new(record)))
+    }
+
+    pub fn schedule(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
+        load_schedule(self.conn, id)
+    }
+
+    /// A Pending instance of the schedule, if one is still waiting.
+    pub fn pending_instance(&mut self, schedule_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(jobs::table
+            .filter(jobs::schedule_id.eq(schedule_id))
+            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .select(jobs::id)
+            .first(self.conn)
+            .optional()?)
+    }
+
+    /// Creates the job instance for one occurrence: Pending and due at `run_at`, or Failed at
+    /// once with `failed` as the reason (a missed occurrence).
+    pub fn create_instance(
+        &mut self,
+        schedule: &ScheduleRecord,
+        run_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reason: &str,
+        failed: Option<&str>,
+    ) -> Result<JobRecord, StoreError> {
+        let job = NewJob {
+            id: self.reserve_job_id(),
+            package: schedule.package.clone(),
+            package_name: schedule.package_name.clone(),
+            robot_address: schedule.robot_address.clone(),
+            robot_name: schedule.robot_name.clone(),
+            run_at,
+            schedule_id: Some(schedule.id),
+            created_at: now,
+            reason: reason.to_owned(),
+            idempotency: None,
+        };
+        insert_row(self.conn, &job, failed)
+    }
+
+    /// Moves the schedule past the occurrence `fired` to `next` (`None`: it never fires again,
+    /// for `ended`).
+    pub fn advance_schedule(
+        &mut self,
+        id: i64,
+        fired: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        ended: Option<&str>,
+    ) -> Result<(), StoreError> {
+        diesel::update(schedules::table.find(id))
+            .set((
+                schedules::last_fire_at.eq(Some(to_micros(fired))),
+                schedules::next_run_at.eq(next.map(to_micros)),
+                schedules::active.eq(next.is_some()),
+                schedules::ended_reason.eq(ended),
+                schedules::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    pub fn record_schedule_event(
+        &mut self,
+        schedule_id: i64,
+        occurrence: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        kind: &str,
+        job_id: Option<i64>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        diesel::insert_into(schedule_events::table)
+            .values((
+                schedule_events::schedule_id.eq(schedule_id),
+                schedule_events::occurrence.eq(occurrence.map(to_micros)),
+                schedule_events::at.eq(to_micros(now)),
+                schedule_events::kind.eq(kind),
+                schedule_events::job_id.eq(job_id),
+                schedule_events::reason.eq(reason),
+            ))
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Stops the schedule: no more occurrences, its pending instances cancelled. It stays
+    /// readable, inactive.
+    pub fn stop_schedule(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<StopOutcome, StoreError> {
+        let Some(schedule) = load_schedule(self.conn, id)? else {
+            return Ok(StopOutcome::NotFound);
+        };
+        if !schedule.active && schedule.ended_reason.as_deref() == Some("deleted") {
+            return Ok(StopOutcome::AlreadyStopped(Box::new(schedule)));
+        }
+        let pending: Vec<i64> = jobs::table
+            .filter(jobs::schedule_id.eq(id))
+            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .select(jobs::id)
+            .load(self.conn)?;
+        for job in &pending {
+            diesel::update(jobs::table.find(job))
+                .set((
+                    jobs::status.eq(JobStatus::Cancelled.as_str()),
+                    jobs::wake_at.eq(None::<i64>),
+                    jobs::updated_at.eq(to_micros(now)),
+                ))
+                .execute(self.conn)?;
+            record_event(
+                self.conn,
+                *job,
+                now,
+                Some(JobStatus::Pending),
+                JobStatus::Cancelled,
+                "its schedule was deleted",
+            )?;
+        }
+        diesel::update(schedules::table.find(id))
+            .set((
+                schedules::active.eq(false),
+                schedules::next_run_at.eq(None::<i64>),
+                schedules::ended_reason.eq(Some("deleted")),
+                schedules::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        self.record_schedule_event(
+            id,
+            None,
+            now,
+            "deleted",
+            None,
+            &format!(
+                "deleted by request; {} pending instances cancelled",
+                pending.len()
+            ),
+        )?;
+        let schedule = load_schedule(self.conn, id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("schedule {id} vanished")))?;
+        Ok(StopOutcome::Stopped(Box::new(schedule), pending))
+    }
+}
+
+impl ReadConn<'_> {
+    pub fn schedule(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
+        load_schedule(self.conn, id)
+    }
+
+    pub fn schedules(
+        &mut self,
+        filter: &ScheduleFilter,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let mut query = schedules::table.into_boxed();
+        if let Some(active) = filter.active {
+            query = query.filter(schedules::active.eq(active));
+        }
+        if let Some(robot) = &filter.robot_address {
+            query = query.filter(schedules::robot_address.eq(robot));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(schedules::id.lt(before));
+        }
+        Ok(query
+            .order(schedules::id.desc())
+            .limit(filter.limit)
+            .load::<ScheduleRow>(self.conn)?
+            .into_iter()
+            .map(ScheduleRecord::from)
+            .collect())
+    }
+
+    /// Schedules whose next occurrence is at or before `until`, earliest first.
+    pub fn due_schedules(
+        &mut self,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(i64, Option<i64>)> = schedules::table
+            .filter(schedules::next_run_at.is_not_null())
+            .filter(schedules::next_run_at.le(to_micros(until)))
+            .order((schedules::next_run_at.asc(), schedules::id.asc()))
+            .select((schedules::id, schedules::next_run_at))
+            .limit(limit)
+            .load(self.conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at)| (id, from_micros(at.unwrap_or_default())))
+            .collect())
+    }
+
+    /// The schedule's history, newest first.
+    pub fn schedule_events(
+        &mut self,
+        schedule_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ScheduleEventRecord>, StoreError> {
+        Ok(schedule_events::table
+            .filter(schedule_events::schedule_id.eq(schedule_id))
+            .order(schedule_events::id.desc())
+            .limit(limit)
+            .load::<ScheduleEventRow>(self.conn)?
+            .into_iter()
+            .map(|row| ScheduleEventRecord {
+                id: row.id,
+                schedule_id: row.schedule_id,
+                occurrence: row.occurrence.map(from_micros),
+                at: from_micros(row.at),
+                kind: row.kind,
+                job_id: row.job_id,
+                reason: row.reason,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE schedule_events;
+DROP INDEX jobs_by_schedule;
+DROP TABLE schedules;
