@@ -86,6 +86,24 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
     ack_timeout: Duration,
 
+    /// Daily log files older than this many days are deleted (0 keeps them all).
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_LOG_RETENTION_DAYS",
+        default_value_t = 30,
+        value_name = "DAYS"
+    )]
+    log_retention_days: u32,
+
+    /// Purge finished jobs, their events, robot messages and schedule events older than this
+    /// many days. Default: keep them.
+    #[arg(long, env = "SOCKET_SERVER_JOB_RETENTION_DAYS", value_name = "DAYS")]
+    job_retention_days: Option<u32>,
+
+    /// How often retention runs.
+    #[arg(long, env = "SOCKET_SERVER_RETENTION_INTERVAL", default_value = "1h", value_parser = positive_duration, value_name = "DURATION")]
+    retention_interval: Duration,
+
     /// Recurring schedules that fire more often than this are refused.
     #[arg(long, env = "SOCKET_SERVER_MIN_SCHEDULE_INTERVAL", default_value = "1s", value_parser = duration, value_name = "DURATION")]
     min_schedule_interval: Duration,
@@ -210,6 +228,9 @@ impl Cli {
             misfire_grace: self.misfire_grace,
             max_delivery_attempts: self.max_delivery_attempts,
             ack_timeout: self.ack_timeout,
+            log_retention_days: self.log_retention_days,
+            job_retention_days: self.job_retention_days,
+            retention_interval: self.retention_interval,
             min_schedule_interval: self.min_schedule_interval,
             sync_package_files: self.sync_package_files,
             limits: Limits {

@@ -192,6 +192,7 @@ impl Server {
             written,
             stopped.clone(),
         ));
+        let retention = tokio::spawn(crate::retention::run(Arc::clone(&app), stopped.clone()));
         let accept = tokio::spawn(crate::listener::serve(
             Arc::clone(&app),
             listener,
@@ -217,6 +218,7 @@ impl Server {
         let _ = accept.await;
         let _ = scheduler.await;
         let _ = confirmer.await;
+        let _ = retention.await;
         let store = app.db.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
         log::info!("stopped");

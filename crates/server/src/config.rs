@@ -83,6 +83,13 @@ pub struct Config {
     pub max_delivery_attempts: u32,
     /// How long an extended robot has to acknowledge a package before it is sent again.
     pub ack_timeout: Duration,
+    /// Daily log files older than this many days are deleted (0 keeps them all).
+    pub log_retention_days: u32,
+    /// Finished jobs, their events, robot messages and schedule events older than this many
+    /// days are purged; `None` keeps them all.
+    pub job_retention_days: Option<u32>,
+    /// How often retention runs.
+    pub retention_interval: Duration,
     /// Recurring schedules that fire more often than this are refused.
     pub min_schedule_interval: Duration,
     /// Whether package files are flushed to disk before a trigger is answered.
@@ -104,6 +111,9 @@ impl Default for Config {
             misfire_grace: None,
             max_delivery_attempts: 5,
             ack_timeout: Duration::from_secs(30),
+            log_retention_days: 30,
+            job_retention_days: None,
+            retention_interval: Duration::from_secs(3600),
             min_schedule_interval: Duration::from_secs(1),
             sync_package_files: true,
             limits: Limits::default(),

@@ -10,6 +10,7 @@ mod metrics;
 mod problem;
 mod recurring;
 mod rest;
+mod retention;
 mod views;
 mod ws;
 

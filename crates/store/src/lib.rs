@@ -4,6 +4,7 @@ mod connection;
 mod error;
 mod idempotency;
 mod jobs;
+mod retention;
 mod robots;
 mod schedules;
 mod schema;
@@ -26,6 +27,7 @@ pub use jobs::{
     Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
     NewJob,
 };
+pub use retention::PurgedJob;
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
 pub use schedules::{
     InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,

@@ -563,3 +563,45 @@ fn listings_filter_and_page_newest_first() {
     let counts = store.read(|c| c.count_jobs_by_status()).unwrap();
     assert_eq!(counts, [(JobStatus::Pending, 5)]);
 }
+
+#[test]
+fn retention_purges_finished_jobs_in_batches_and_keeps_pending_ones() {
+    let store = open();
+    register(&store, "A", "c");
+    let finished: Vec<i64> = (0..5).map(|_| create_job(&store, "A", t0()).id).collect();
+    for id in &finished {
+        let id = *id;
+        store
+            .writer()
+            .run(move |tx| tx.cancel_job(id, t0()))
+            .unwrap();
+    }
+    let pending = create_job(&store, "A", t0()).id;
+    let later = t0() + secs(86_400);
+    let first = store
+        .writer()
+        .run(move |tx| tx.purge_finished_jobs(later, 3))
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0].package_name, "pkg");
+    let rest = store
+        .writer()
+        .run(move |tx| tx.purge_finished_jobs(later, 3))
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(store.read(|c| c.job(finished[0])).unwrap().is_none());
+    assert!(
+        store
+            .read(|c| c.job_events(finished[0]))
+            .unwrap()
+            .is_empty(),
+        "events go too"
+    );
+    assert_eq!(job(&store, pending).status, JobStatus::Pending);
+    // Nothing newer than the cut is touched.
+    let none = store
+        .writer()
+        .run(move |tx| tx.purge_finished_jobs(t0() - secs(1), 10))
+        .unwrap();
+    assert!(none.is_empty());
+}

@@ -1,0 +1,127 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! Operations end to end: metrics, retention of logs and finished jobs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, eventually, http_raw, next_text, send};
+use serde_json::{Value, json};
+
+const ROBOT: &str = "001AFFDB45C2";
+
+async fn metrics(server: &Server) -> String {
+    let (status, headers, text) = http_raw(server.addr, "GET", "/metrics", None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    text
+}
+
+fn value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+}
+
+fn trigger() -> Value {
+    json!({
+        "Package": {"package_name": "p", "path": "a/b.std"},
+        "Robot": {"robot_name": "R", "robot_address": ROBOT},
+        "Schedule": {"at": chrono::Utc::now().to_rfc3339()},
+    })
+}
+
+#[tokio::test]
+async fn metrics_follow_robots_and_jobs() {
+    let server = Server::start(&[]);
+    let before = metrics(&server).await;
+    assert_eq!(value(&before, "rpa_robots_connected"), 0.0);
+    assert_eq!(value(&before, r#"rpa_jobs{status="Succeeded"}"#), 0.0);
+
+    let mut ws = server.robot("R", ROBOT).await;
+    let (status, job) = server.post("/api/jobs", &trigger()).await;
+    assert_eq!(status, 201);
+    let id = job["id"].as_i64().unwrap();
+    next_text(&mut ws, Duration::from_secs(5)).await.unwrap();
+    send(
+        &mut ws,
+        &json!({"_event": "client robot message", "value": {"job_id": id, "status": "success"}}),
+    )
+    .await;
+    ws.send_bad().await;
+    let after = eventually(Duration::from_secs(5), || async {
+        let text = metrics(&server).await;
+        let done = value(&text, r#"rpa_jobs{status="Succeeded"}"#) == 1.0
+            && value(&text, "rpa_bad_frames_total") == 1.0;
+        done.then_some(text)
+    })
+    .await;
+    assert_eq!(value(&after, "rpa_robots_connected"), 1.0);
+    assert_eq!(value(&after, "rpa_robots_registered"), 1.0);
+    assert_eq!(value(&after, "rpa_deliveries_total"), 1.0);
+    assert_eq!(value(&after, "rpa_triggers_accepted_total"), 1.0);
+    assert_eq!(value(&after, "rpa_reports_total"), 1.0);
+    assert_eq!(value(&after, "rpa_bad_frames_total"), 1.0);
+    assert_eq!(value(&after, "rpa_delivery_lateness_seconds_count"), 1.0);
+    assert!(value(&after, "rpa_db_batch_size_count") >= 3.0);
+    let (status, _) = server.post("/api/jobs", &json!({})).await;
+    assert_eq!(status, 422);
+    let rejected = metrics(&server).await;
+    assert_eq!(value(&rejected, "rpa_triggers_rejected_total"), 1.0);
+}
+
+trait BadFrame {
+    async fn send_bad(&mut self);
+}
+
+impl BadFrame for common::Ws {
+    async fn send_bad(&mut self) {
+        use futures_util::SinkExt;
+        self.send(tokio_tungstenite::tungstenite::Message::text("garbage"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_old_logs_and_purges_finished_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("serverLogs")).unwrap();
+    std::fs::write(dir.path().join("serverLogs/2020-01-01.log"), "old").unwrap();
+    let server = Server::start_in(
+        dir.path(),
+        &["--job-retention-days", "0", "--retention-interval", "1s"],
+    );
+    let _ws = server.robot("R", ROBOT).await;
+    let mut later = trigger();
+    later["Schedule"] = json!({"at": "2099-01-01T00:00:00Z"});
+    let (_, kept) = server.post("/api/jobs", &later).await;
+    let (_, gone) = server.post("/api/jobs", &later).await;
+    let gone = gone["id"].as_i64().unwrap();
+    server
+        .post(&format!("/api/jobs/{gone}/cancel"), &json!({}))
+        .await;
+    eventually(Duration::from_secs(15), || async {
+        (server.get(&format!("/api/jobs/{gone}")).await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(
+        server.get(&format!("/api/jobs/{}", kept["id"])).await.0,
+        200,
+        "pending jobs stay"
+    );
+    assert!(!dir.path().join("serverLogs/2020-01-01.log").exists());
+    assert!(
+        !dir.path().join(format!("packages/p_{gone}")).exists(),
+        "its package file went too"
+    );
+}
