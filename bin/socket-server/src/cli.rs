@@ -153,6 +153,57 @@ pub(crate) struct Cli {
     )]
     bad_frame_limit: u32,
 
+    /// Frames a robot may send per second on average; beyond its burst they are dropped, and a
+    /// robot that keeps it up is disconnected with 1008.
+    #[arg(long, env = "SOCKET_SERVER_ROBOT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    robot_rate: u32,
+
+    /// Frames a robot may send at once before the rate applies.
+    #[arg(long, env = "SOCKET_SERVER_ROBOT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    robot_burst: u32,
+
+    /// Open connections one source address may hold (0: unlimited). Robots behind a gateway
+    /// all come from its address: raise it there.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    max_connections_per_ip: usize,
+
+    /// Bearer token required on /api and the old routes (repeat, or comma-separate, to accept
+    /// several while rotating). Default: the API is open.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_API_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    api_token: Vec<String>,
+
+    /// Token robots must present on the WebSocket upgrade (Authorization: Bearer, or ?token=).
+    /// Default: robots need none.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_ROBOT_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    robot_token: Vec<String>,
+
+    /// Browser origins allowed to call the API or open a WebSocket (comma-separated, e.g.
+    /// https://studio.example.com). Default: any; requests without an Origin are not browsers.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    allowed_origins: Vec<String>,
+
     /// Largest HTTP request head (request line and headers).
     #[arg(long, env = "SOCKET_SERVER_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = size, value_name = "SIZE")]
     max_header_size: usize,
@@ -213,6 +264,31 @@ impl Cli {
         if self.max_frame_size > self.max_message_size {
             return Err("--max-frame-size: must not exceed --max-message-size".to_owned());
         }
+        let tokens = |flag: &str, tokens: Vec<String>| -> Result<Vec<String>, String> {
+            let tokens: Vec<String> = tokens.into_iter().map(|t| t.trim().to_owned()).collect();
+            if tokens.iter().any(String::is_empty) {
+                return Err(format!("{flag}: a token must not be empty"));
+            }
+            if tokens
+                .iter()
+                .any(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(format!(
+                    "{flag}: a token must be printable ASCII without spaces"
+                ));
+            }
+            Ok(tokens)
+        };
+        let access = rpa_server::auth::Access {
+            api_tokens: tokens("--api-token", self.api_token)?,
+            robot_tokens: tokens("--robot-token", self.robot_token)?,
+            allowed_origins: self
+                .allowed_origins
+                .into_iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        };
         if self.read_buffer < 256 {
             return Err("--read-buffer: must be at least 256 bytes".to_owned());
         }
@@ -245,8 +321,12 @@ impl Cli {
                 bad_frames: self.bad_frame_limit,
                 max_header_bytes: self.max_header_size,
                 header_timeout: self.header_timeout,
+                robot_rate: self.robot_rate,
+                robot_burst: self.robot_burst,
+                connections_per_ip: self.max_connections_per_ip,
                 ..Limits::default()
             },
+            access,
         })
     }
 }

@@ -37,6 +37,13 @@ pub struct Limits {
     /// with 1008.
     pub bad_frames: u32,
     pub bad_frame_window: Duration,
+    /// Robot frames a connection may send per second on average ...
+    pub robot_rate: u32,
+    /// ... and in a burst. A robot that keeps sending faster is disconnected with 1008.
+    pub robot_burst: u32,
+    /// Open connections one source address may hold; 0 is unlimited. Robots behind a gateway
+    /// all come from its address.
+    pub connections_per_ip: usize,
     /// Largest HTTP request head (request line and headers), bytes.
     pub max_header_bytes: usize,
     /// How long a client may take to send its request head.
@@ -56,6 +63,9 @@ impl Default for Limits {
             max_page: 500,
             bad_frames: 20,
             bad_frame_window: Duration::from_secs(10),
+            robot_rate: 20,
+            robot_burst: 100,
+            connections_per_ip: 10_000,
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
         }
@@ -95,6 +105,7 @@ pub struct Config {
     /// Whether package files are flushed to disk before a trigger is answered.
     pub sync_package_files: bool,
     pub limits: Limits,
+    pub access: crate::auth::Access,
 }
 
 impl Default for Config {
@@ -117,6 +128,7 @@ impl Default for Config {
             min_schedule_interval: Duration::from_secs(1),
             sync_package_files: true,
             limits: Limits::default(),
+            access: crate::auth::Access::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
+pub mod auth;
 pub mod config;
 mod db;
 mod dispatch;

@@ -37,16 +37,23 @@ pub(crate) async fn serve(
         .max_headers(100);
     let rest = warp::service(rest);
     let open = Arc::new(crate::app::Tracker::default());
+    let per_ip = Arc::new(PerIp::new(limits.connections_per_ip));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = per_ip.take(peer.ip()) else {
+                        // Dropping the socket is the cheapest answer to a flood.
+                        log::warn!("peer={peer}: refused, its address holds {} connections already", per_ip.limit);
+                        continue;
+                    };
                     // Packages are small frames: send them now, not after Nagle's delay.
                     let _ = stream.set_nodelay(true);
                     let app = Arc::clone(&app);
                     let rest = rest.clone();
+                    let slot = Arc::new(slot);
                     let service = service_fn(move |request| {
-                        handle(Arc::clone(&app), rest.clone(), request, peer)
+                        handle(Arc::clone(&app), rest.clone(), request, peer, Arc::clone(&slot))
                     });
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
@@ -92,20 +99,100 @@ async fn handle<S>(
     mut rest: S,
     request: Request<Incoming>,
     peer: SocketAddr,
+    slot: Arc<Slot>,
 ) -> Result<warp::reply::Response, Infallible>
 where
     S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
 {
+    let access = &app.config.access;
     if crate::ws::is_robot_upgrade(&request) {
-        return Ok(crate::ws::upgrade(app, request, peer));
+        if let Some(refused) = access.check_robot(request.uri(), request.headers()) {
+            log::warn!(
+                "peer={peer}: robot upgrade refused: {}",
+                refused.status().as_u16()
+            );
+            return Ok(refused);
+        }
+        // The robot's connection keeps its address's slot for as long as it lives.
+        return Ok(crate::ws::upgrade(app, request, peer, slot));
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = rest.call(request).await?;
+    let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+    let mut response = match access.check_api(&method, request.uri(), request.headers()) {
+        Some(refused) => {
+            log::warn!(
+                "peer={peer}: {method} {} refused: {}",
+                crate::logging::Untrusted(&path),
+                refused.status().as_u16()
+            );
+            refused
+        }
+        None if method == hyper::Method::OPTIONS => crate::auth::preflight(),
+        None => rest.call(request).await?,
+    };
+    if let Some(origin) = origin {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(hyper::header::ORIGIN, origin);
+        access.cors(&method, &headers, &mut response);
+    }
     log::debug!(
         "peer={peer}: {method} {} -> {}",
         crate::logging::Untrusted(&path),
         response.status().as_u16()
     );
     Ok(response)
+}
+
+/// Open connections per source address.
+pub(crate) struct PerIp {
+    limit: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count, given back when dropped.
+pub(crate) struct Slot {
+    owner: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn new(limit: usize) -> PerIp {
+        PerIp {
+            limit,
+            counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if self.limit > 0 && *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            owner: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .owner
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }

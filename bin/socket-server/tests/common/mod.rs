@@ -284,3 +284,48 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Everything the database holds, as text: robots, their messages, jobs and their events,
+/// schedules. Read through the store's own API from a second connection, to compare before and
+/// after something that must change nothing.
+pub(crate) fn dump(dir: &Path) -> String {
+    use rpa_store::{JobFilter, RobotFilter, ScheduleFilter, Store, StoreConfig};
+    let store = Store::open(&StoreConfig::new(dir.join("data/socket-server.db"))).unwrap();
+    let text = store
+        .read(|conn| {
+            let mut out = String::new();
+            let robots = conn.robots(&RobotFilter {
+                limit: 100_000,
+                ..RobotFilter::default()
+            })?;
+            for robot in &robots {
+                // Online state and connection ids change with connections, not with data.
+                out.push_str(&format!(
+                    "robot {} {} {:?} {}\n",
+                    robot.address, robot.name, robot.user_id, robot.metadata
+                ));
+                for message in conn.robot_messages(&robot.address, None, 100_000)? {
+                    out.push_str(&format!("message {} {}\n", message.id, message.value));
+                }
+            }
+            for job in conn.jobs(&JobFilter {
+                limit: 100_000,
+                ..JobFilter::default()
+            })? {
+                out.push_str(&format!("job {job:?}\n"));
+                for event in conn.job_events(job.id)? {
+                    out.push_str(&format!("event {event:?}\n"));
+                }
+            }
+            for schedule in conn.schedules(&ScheduleFilter {
+                limit: 100_000,
+                ..ScheduleFilter::default()
+            })? {
+                out.push_str(&format!("schedule {schedule:?}\n"));
+            }
+            Ok(out)
+        })
+        .unwrap();
+    store.shutdown();
+    text
+}

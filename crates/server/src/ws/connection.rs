@@ -27,6 +27,8 @@ pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Close codes the server sends.
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+pub(super) const CLOSE_PROTOCOL: u16 = 1002;
+pub(super) const CLOSE_INVALID_DATA: u16 = 1007;
 pub(super) const CLOSE_POLICY: u16 = 1008;
 pub(super) const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -73,6 +75,7 @@ pub(super) struct Connection {
     last_inbound: Instant,
     next_ping: Option<Instant>,
     bad_frames: VecDeque<Instant>,
+    rate: Bucket,
     /// Sendings written to an extended robot and not yet acknowledged: job id -> sending number.
     pub(super) awaiting_ack: HashMap<i64, i32>,
 }
@@ -97,6 +100,7 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
     let _tracked = app.connections.track();
     bump(&app.metrics.connections_opened);
     let opened = Instant::now();
+    let connection_app = Arc::clone(&app);
     let mut connection = Connection {
         app,
         session,
@@ -106,6 +110,7 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
         last_inbound: opened,
         next_ping: None,
         bad_frames: VecDeque::new(),
+        rate: Bucket::new(app_rate(&connection_app)),
         awaiting_ack: HashMap::new(),
     };
     log::info!("{}: connected from {peer}", connection.tag());
@@ -165,6 +170,9 @@ impl Connection {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.rate.take() {
+            return self.over_rate().await;
+        }
         match message {
             Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(_) => self.bad_frame(rpa_protocol::FrameError::Binary, "").await,
@@ -175,6 +183,30 @@ impl Connection {
                 None => "no code".to_owned(),
             })),
         }
+    }
+
+    /// A frame beyond the robot's rate is dropped unread; a robot that keeps it up is
+    /// disconnected.
+    async fn over_rate(&mut self) -> Result<(), End> {
+        let limits = &self.app.config.limits;
+        let refused = self.rate.refused();
+        if refused == 1 {
+            log::warn!(
+                "{}: more than {} frames a second (burst {}): dropping frames",
+                self.tag(),
+                limits.robot_rate,
+                limits.robot_burst
+            );
+        }
+        if refused > limits.robot_burst {
+            return Err(self
+                .close(CloseRequest {
+                    code: CLOSE_POLICY,
+                    reason: "message rate exceeded".to_owned(),
+                })
+                .await);
+        }
+        Ok(())
     }
 
     /// Starts pinging: only registered robots are pinged, as the original did.
@@ -212,16 +244,23 @@ impl Connection {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 End::Peer("connection closed".to_owned())
             }
+            // RFC 6455: a protocol violation (unmasked frame, reserved opcode or bits, a
+            // control frame over 125 bytes) closes with 1002, invalid UTF-8 with 1007.
             WsError::Protocol(detail) => {
                 log::warn!("{}: WebSocket protocol error: {detail}", self.tag());
-                End::Failed(format!("protocol error: {detail}"))
+                self.close(CloseRequest {
+                    code: CLOSE_PROTOCOL,
+                    reason: "protocol error".to_owned(),
+                })
+                .await
             }
-            WsError::Utf8(detail) => {
+            WsError::Utf8(_) => {
                 log::warn!("{}: text frame is not UTF-8", self.tag());
-                End::Failed(format!(
-                    "invalid UTF-8: {}",
-                    crate::logging::Untrusted(&detail)
-                ))
+                self.close(CloseRequest {
+                    code: CLOSE_INVALID_DATA,
+                    reason: "text frame is not UTF-8".to_owned(),
+                })
+                .await
             }
             other => End::Failed(other.to_string()),
         }
@@ -363,5 +402,51 @@ impl Connection {
                 self.tag()
             );
         }
+    }
+}
+
+fn app_rate(app: &App) -> (u32, u32) {
+    (app.config.limits.robot_rate, app.config.limits.robot_burst)
+}
+
+/// A token bucket: `burst` frames at once, refilled at `rate` a second.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    /// Frames refused since the bucket was last full enough to take one.
+    refused: u32,
+}
+
+impl Bucket {
+    fn new((rate, burst): (u32, u32)) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst.max(1)),
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            last: Instant::now(),
+            refused: 0,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// Frames refused in a row.
+    fn refused(&self) -> u32 {
+        self.refused
     }
 }

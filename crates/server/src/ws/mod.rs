@@ -40,7 +40,12 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 }
 
 /// Answers the upgrade request and, on success, starts the connection's task.
-pub(crate) fn upgrade(app: Arc<App>, mut request: Request<Incoming>, peer: SocketAddr) -> Response {
+pub(crate) fn upgrade(
+    app: Arc<App>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    slot: Arc<crate::listener::Slot>,
+) -> Response {
     if request.method() != Method::GET {
         return Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -90,6 +95,7 @@ pub(crate) fn upgrade(app: Arc<App>, mut request: Request<Incoming>, peer: Socke
                 )
                 .await;
                 connection::run(app, ws, peer).await;
+                drop(slot);
             }
             Err(error) => log::info!("peer={peer}: WebSocket upgrade failed: {error}"),
         }

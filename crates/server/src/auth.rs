@@ -1,0 +1,337 @@
+//! Access control, opt-in: bearer tokens for the API (`--api-token`) and for robots
+//! (`--robot-token`), and browser origins (`--allowed-origins`). Several tokens may be valid at
+//! once, so a token can be replaced without downtime. Tokens are compared in constant time and
+//! never logged.
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode, Uri};
+use warp::reply::Response;
+
+use crate::problem::Problem;
+
+/// Who may call what.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Tokens accepted on the API and the old routes; none: the API is open.
+    pub api_tokens: Vec<String>,
+    /// Tokens accepted on the robot WebSocket upgrade; none: robots need none.
+    pub robot_tokens: Vec<String>,
+    /// Browser origins allowed; none: any origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was
+/// right. (The length of the expected token is not a secret worth hiding.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    difference == 0
+}
+
+fn any_matches(tokens: &[String], presented: &str) -> bool {
+    // Every token is compared, so which one matched does not show either.
+    tokens.iter().fold(false, |found, token| {
+        found | constant_time_eq(token.as_bytes(), presented.as_bytes())
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `token` query parameter (robots that cannot set headers use it).
+fn query_token(uri: &Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "token")
+        .map(|(_, value)| percent_decode(value))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unauthorized(detail: &str) -> Response {
+    Problem {
+        www_authenticate: true,
+        ..Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+    }
+    .into_response()
+}
+
+/// Paths the API token protects: the API and the routes old clients call. Health and metrics
+/// stay open for probes and scrapers.
+fn protected(path: &str) -> bool {
+    path == "/api"
+        || path.starts_with("/api/")
+        || path.starts_with("/jobs/")
+        || path == "/robots/package"
+        || path.starts_with("/robots/package/")
+        || path == "/pkg"
+        || path.starts_with("/pkg/")
+}
+
+impl Access {
+    /// `None` when the request may go on; otherwise the answer to give instead.
+    pub(crate) fn check_api(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<Response> {
+        if let Some(refused) = self.check_origin(headers) {
+            return Some(refused);
+        }
+        // Browsers ask before a cross-origin call and send no credentials when they do.
+        if method == Method::OPTIONS {
+            return None;
+        }
+        if self.api_tokens.is_empty() || !protected(uri.path()) {
+            return None;
+        }
+        match bearer(headers) {
+            Some(token) if any_matches(&self.api_tokens, token) => None,
+            Some(_) => Some(unauthorized("the bearer token is not valid")),
+            None => Some(unauthorized(
+                "this route needs Authorization: Bearer <token>",
+            )),
+        }
+    }
+
+    /// Checks a robot's upgrade request, before the upgrade.
+    pub(crate) fn check_robot(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+        if let Some(refused) = self.check_origin(headers) {
+            return Some(refused);
+        }
+        if self.robot_tokens.is_empty() {
+            return None;
+        }
+        let presented = bearer(headers)
+            .map(str::to_owned)
+            .or_else(|| query_token(uri));
+        match presented {
+            Some(token) if any_matches(&self.robot_tokens, &token) => None,
+            Some(_) => Some(unauthorized("the robot token is not valid")),
+            None => Some(unauthorized(
+                "robots need a token: Authorization: Bearer <token> or ?token=<token>",
+            )),
+        }
+    }
+
+    fn check_origin(&self, headers: &HeaderMap) -> Option<Response> {
+        let origin = headers.get(header::ORIGIN)?;
+        if self.allowed_origins.is_empty() || self.origin_allowed(origin) {
+            return None;
+        }
+        Some(
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "Forbidden",
+                "requests from this origin are not allowed",
+            )
+            .into_response(),
+        )
+    }
+
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        origin.to_str().is_ok_and(|origin| {
+            self.allowed_origins.iter().any(|allowed| {
+                allowed == "*" || allowed.eq_ignore_ascii_case(origin.trim_end_matches('/'))
+            })
+        })
+    }
+
+    /// CORS headers for an allowed browser origin, and the answer to a preflight.
+    pub(crate) fn cors(&self, method: &Method, headers: &HeaderMap, response: &mut Response) {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return;
+        };
+        let allow = if self.allowed_origins.is_empty() {
+            HeaderValue::from_static("*")
+        } else if self.origin_allowed(origin) {
+            origin.clone()
+        } else {
+            return;
+        };
+        let out = response.headers_mut();
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        out.insert(header::VARY, HeaderValue::from_static("Origin"));
+        out.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location, Retry-After"),
+        );
+        if method == Method::OPTIONS {
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Authorization, Content-Type, Idempotency-Key"),
+            );
+            out.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+    }
+}
+
+/// A preflight answer: the CORS headers are added by [`Access::cors`].
+pub(crate) fn preflight() -> Response {
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn access() -> Access {
+        Access {
+            api_tokens: vec!["old-secret".into(), "new-secret".into()],
+            robot_tokens: vec!["robots".into()],
+            allowed_origins: vec!["https://studio.example".into()],
+        }
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn the_api_needs_one_of_the_tokens_and_health_stays_open() {
+        let access = access();
+        let get = Method::GET;
+        let jobs: Uri = "/api/jobs".parse().unwrap();
+        assert!(access.check_api(&get, &jobs, &headers(&[])).is_some());
+        assert!(
+            access
+                .check_api(&get, &jobs, &headers(&[("authorization", "Bearer wrong")]))
+                .is_some()
+        );
+        for token in ["Bearer old-secret", "bearer new-secret"] {
+            let h = headers(&[("authorization", token)]);
+            assert!(access.check_api(&get, &jobs, &h).is_none(), "{token}");
+        }
+        for open in ["/healthz", "/readyz", "/metrics"] {
+            assert!(
+                access
+                    .check_api(&get, &open.parse().unwrap(), &headers(&[]))
+                    .is_none()
+            );
+        }
+        for closed in ["/jobs/cancel/1/", "/pkg", "/robots/package", "/api/robots"] {
+            assert!(
+                access
+                    .check_api(&get, &closed.parse().unwrap(), &headers(&[]))
+                    .is_some(),
+                "{closed}"
+            );
+        }
+        let refused = access.check_api(&get, &jobs, &headers(&[])).unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            refused.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+    }
+
+    #[test]
+    fn robots_may_bring_their_token_in_the_query() {
+        let access = access();
+        let none = headers(&[]);
+        assert!(access.check_robot(&"/".parse().unwrap(), &none).is_some());
+        assert!(
+            access
+                .check_robot(&"/?token=robots".parse().unwrap(), &none)
+                .is_none()
+        );
+        assert!(
+            access
+                .check_robot(&"/ws?x=1&token=rob%6fts".parse().unwrap(), &none)
+                .is_none()
+        );
+        assert!(
+            access
+                .check_robot(&"/?token=nope".parse().unwrap(), &none)
+                .is_some()
+        );
+        let header = headers(&[("authorization", "Bearer robots")]);
+        assert!(access.check_robot(&"/".parse().unwrap(), &header).is_none());
+    }
+
+    #[test]
+    fn foreign_browser_origins_are_refused() {
+        let access = access();
+        let uri: Uri = "/healthz".parse().unwrap();
+        let foreign = headers(&[("origin", "https://evil.example")]);
+        let refused = access.check_api(&Method::GET, &uri, &foreign).unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let ours = headers(&[("origin", "https://studio.example")]);
+        assert!(access.check_api(&Method::GET, &uri, &ours).is_none());
+        assert!(
+            access
+                .check_robot(&"/".parse().unwrap(), &foreign)
+                .is_some()
+        );
+        // No Origin header (robots, curl): not a browser, not refused.
+        assert!(
+            access
+                .check_api(&Method::GET, &uri, &headers(&[]))
+                .is_none()
+        );
+    }
+}
