@@ -108,6 +108,11 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_MIN_SCHEDULE_INTERVAL", default_value = "1s", value_parser = duration, value_name = "DURATION")]
     min_schedule_interval: Duration,
 
+    /// The largest the database may grow (e.g. 20GiB); beyond it triggers fail with 507 until
+    /// space is made. Default: no limit but the disk.
+    #[arg(long, env = "SOCKET_SERVER_MAX_DATABASE_SIZE", value_parser = size, value_name = "SIZE")]
+    max_database_size: Option<usize>,
+
     /// Flush each package file to disk before answering a trigger.
     #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     sync_package_files: bool,
@@ -308,6 +313,7 @@ impl Cli {
             job_retention_days: self.job_retention_days,
             retention_interval: self.retention_interval,
             min_schedule_interval: self.min_schedule_interval,
+            max_database_size: self.max_database_size.map(|n| n as u64),
             sync_package_files: self.sync_package_files,
             limits: Limits {
                 max_message: self.max_message_size,

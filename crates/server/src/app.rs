@@ -104,7 +104,8 @@ impl Server {
             .map_err(|error| StartError::new("--packages-dir", error))?
             .with_sync(config.sync_package_files);
         let Database::Sqlite(path) = &config.database;
-        let store_config = StoreConfig::new(path);
+        let mut store_config = StoreConfig::new(path);
+        store_config.max_size = config.max_database_size;
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await
             .map_err(|error| StartError::new("--database", error))?

@@ -102,6 +102,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// Recurring schedules that fire more often than this are refused.
     pub min_schedule_interval: Duration,
+    /// The largest the database may grow; beyond it triggers fail with 507 until space is made.
+    pub max_database_size: Option<u64>,
     /// Whether package files are flushed to disk before a trigger is answered.
     pub sync_package_files: bool,
     pub limits: Limits,
@@ -126,6 +128,7 @@ impl Default for Config {
             job_retention_days: None,
             retention_interval: Duration::from_secs(3600),
             min_schedule_interval: Duration::from_secs(1),
+            max_database_size: None,
             sync_package_files: true,
             limits: Limits::default(),
             access: crate::auth::Access::default(),
@@ -181,9 +184,10 @@ pub fn parse_size(text: &str) -> Result<usize, SettingError> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => {
             return Err(SettingError(format!(
-                "unknown size unit {other:?} in {text:?} (use B, KiB or MiB)"
+                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB or GiB)"
             )));
         }
     };
@@ -257,7 +261,8 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65_536));
         assert_eq!(parse_size("1MiB"), Ok(1_048_576));
         assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("1GiB").is_err());
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("1TiB").is_err());
         assert!(parse_size("99999999999999999999MiB").is_err());
     }
 

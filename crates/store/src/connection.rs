@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::CustomizeConnection;
-use diesel::{Connection, SqliteConnection};
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
 use crate::StoreError;
 
@@ -33,6 +33,24 @@ pub(crate) fn setup_writer(
     conn.batch_execute("PRAGMA journal_mode = WAL;")?;
     conn.batch_execute("PRAGMA synchronous = FULL;")?;
     conn.batch_execute("PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+/// Caps the database file (SQLite's `max_page_count`, per connection: only the writer grows the
+/// file). A write that needs more fails as full and rolls back; the cap never shrinks a file
+/// already larger.
+pub(crate) fn limit_size(
+    conn: &mut SqliteConnection,
+    bytes: u64,
+) -> Result<(), diesel::result::Error> {
+    #[derive(diesel::QueryableByName)]
+    struct PageSize {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        page_size: i64,
+    }
+    let page: PageSize = diesel::sql_query("PRAGMA page_size").get_result(conn)?;
+    let pages = bytes / u64::try_from(page.page_size.max(512)).unwrap_or(4096);
+    conn.batch_execute(&format!("PRAGMA max_page_count = {};", pages.max(1)))?;
     Ok(())
 }
 

@@ -55,6 +55,8 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// How long a write waits for a lock held by another connection before failing as busy.
     pub busy_timeout: Duration,
+    /// The largest the database file may grow, in bytes; beyond it writes fail as full.
+    pub max_size: Option<u64>,
 }
 
 impl StoreConfig {
@@ -65,6 +67,7 @@ impl StoreConfig {
             writer_queue: 65_536,
             max_batch: 2_048,
             busy_timeout: Duration::from_secs(10),
+            max_size: None,
         }
     }
 }
@@ -111,6 +114,12 @@ impl Store {
         write_conn
             .run_pending_migrations(MIGRATIONS)
             .map_err(|error| StoreError::Migration(error.to_string()))?;
+        if let Some(bytes) = config.max_size {
+            connection::limit_size(&mut write_conn, bytes).map_err(|error| StoreError::Open {
+                path: path.clone(),
+                reason: format!("cannot limit its size: {error}"),
+            })?;
+        }
 
         let readers = Pool::builder()
             .max_size(config.readers.max(1))

@@ -107,3 +107,30 @@ fn reopening_keeps_data_and_job_ids_continue() {
     assert!(again.reserve_job_id() > job.id);
     again.shutdown();
 }
+
+#[test]
+fn a_full_database_refuses_writes_as_full_and_keeps_what_it_had() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(folder.path().join("small.db"));
+    config.max_size = Some(256 * 1024);
+    let store = Store::open(&config).unwrap();
+    register(&store, "A", "c");
+    let big = "x".repeat(8 * 1024);
+    let mut stored = 0;
+    let error = loop {
+        let value = format!("\"{big}\"");
+        match store
+            .writer()
+            .run(move |tx| tx.insert_robot_message("A", "c", t0(), &value))
+        {
+            Ok(_) => stored += 1,
+            Err(error) => break error,
+        }
+        assert!(stored < 1000, "the limit was not applied");
+    };
+    assert!(matches!(error, StoreError::Full), "{error:?}");
+    assert!(error.is_transient());
+    let kept = store.read(|c| c.robot_messages("A", None, 10_000)).unwrap();
+    assert_eq!(kept.len(), stored);
+    store.shutdown();
+}
