@@ -7,6 +7,7 @@ mod compat;
 mod health;
 mod jobs;
 mod metrics;
+mod openapi;
 mod query;
 mod robots;
 mod schedules;
@@ -28,6 +29,8 @@ use crate::problem::Problem;
 pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     health::routes(Arc::clone(&app))
         .or(metrics::routes(Arc::clone(&app)))
+        .unify()
+        .or(openapi::routes(Arc::clone(&app)))
         .unify()
         .or(robots::routes(Arc::clone(&app)))
         .unify()
