@@ -35,7 +35,7 @@ struct Body<'a> {
     status: u16,
     detail: &'a str,
     code: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    /// Always present (empty unless fields failed validation), so clients need not test for it.
     errors: &'a [FieldProblem],
     #[serde(rename = "Alert", skip_serializing_if = "Option::is_none")]
     alert: Option<&'a str>,

@@ -7,11 +7,18 @@ use crate::jobs::{IdempotencyKey, load_job};
 use crate::schedules::load_schedule;
 use crate::schema::idempotency_keys;
 use crate::time::to_micros;
-use crate::{JobRecord, ScheduleRecord, StoreError};
+use crate::{JobRecord, ScheduleRecord, StoreError, WriteTx};
 
-/// What an earlier request with the same key created.
+/// What an earlier request with the same key created, as it is now, and the body of the
+/// answer that request got (when it was recorded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Prior {
+pub struct Prior {
+    pub created: Created,
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
     Job(Box<JobRecord>),
     Schedule(Box<ScheduleRecord>),
 }
@@ -29,27 +36,32 @@ pub(crate) fn check(
     conn: &mut SqliteConnection,
     key: &IdempotencyKey,
 ) -> Result<KeyCheck, StoreError> {
-    let seen: Option<(String, Option<i64>, Option<i64>)> = idempotency_keys::table
+    type Seen = (String, Option<i64>, Option<i64>, Option<String>);
+    let seen: Option<Seen> = idempotency_keys::table
         .find(&key.key)
         .select((
             idempotency_keys::request_hash,
             idempotency_keys::job_id,
             idempotency_keys::schedule_id,
+            idempotency_keys::response,
         ))
         .first(conn)
         .optional()?;
-    let Some((hash, job_id, schedule_id)) = seen else {
+    let Some((hash, job_id, schedule_id, response)) = seen else {
         return Ok(KeyCheck::New);
     };
     if hash != key.request_hash {
         return Ok(KeyCheck::Conflict);
     }
-    let prior = match (job_id, schedule_id) {
-        (Some(id), _) => load_job(conn, id)?.map(|job| Prior::Job(Box::new(job))),
-        (None, Some(id)) => load_schedule(conn, id)?.map(|s| Prior::Schedule(Box::new(s))),
+    let created = match (job_id, schedule_id) {
+        (Some(id), _) => load_job(conn, id)?.map(|job| Created::Job(Box::new(job))),
+        (None, Some(id)) => load_schedule(conn, id)?.map(|s| Created::Schedule(Box::new(s))),
         (None, None) => None,
     };
-    Ok(prior.map_or(KeyCheck::Conflict, KeyCheck::Seen))
+    Ok(match created {
+        Some(created) => KeyCheck::Seen(Prior { created, response }),
+        None => KeyCheck::Conflict,
+    })
 }
 
 pub(crate) fn remember(
@@ -69,4 +81,14 @@ pub(crate) fn remember(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+impl WriteTx<'_> {
+    /// Records the body of the answer to the request that used `key` first.
+    pub fn remember_response(&mut self, key: &str, response: &str) -> Result<(), StoreError> {
+        diesel::update(idempotency_keys::table.find(key))
+            .set(idempotency_keys::response.eq(Some(response)))
+            .execute(self.conn)?;
+        Ok(())
+    }
 }

@@ -22,7 +22,7 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use error::StoreError;
-pub use idempotency::Prior;
+pub use idempotency::{Created, Prior};
 pub use jobs::{
     Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
     NewJob,

@@ -107,7 +107,7 @@ pub struct ScheduleEventRecord {
     pub schedule_id: i64,
     pub occurrence: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
-    /// `instance`, `skipped`, `catch_up`, `missed`, `ended`, `deleted`.
+    /// `skipped`, `catch_up`, `missed`, `ended`, `deleted`.
     pub kind: String,
     pub job_id: Option<i64>,
     pub reason: String,

@@ -64,6 +64,7 @@ diesel::table! {
         job_id -> Nullable<BigInt>,
         schedule_id -> Nullable<BigInt>,
         created_at -> BigInt,
+        response -> Nullable<Text>,
     }
 }
 

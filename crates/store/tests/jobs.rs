@@ -71,8 +71,21 @@ fn idempotency_keys_replay_or_conflict() {
     retry.idempotency = Some(key("h1"));
     assert_eq!(
         insert(&store, retry),
-        InsertJob::Replayed(rpa_store::Prior::Job(Box::new(created)))
+        InsertJob::Replayed(rpa_store::Prior {
+            created: rpa_store::Created::Job(Box::new(created.clone())),
+            response: None,
+        })
     );
+    store
+        .writer()
+        .run(|tx| tx.remember_response("k1", "{\"first\":true}"))
+        .unwrap();
+    let mut again = new_job(&store, "A", t0());
+    again.idempotency = Some(key("h1"));
+    let InsertJob::Replayed(prior) = insert(&store, again) else {
+        panic!()
+    };
+    assert_eq!(prior.response.as_deref(), Some("{\"first\":true}"));
     let mut other = new_job(&store, "A", t0());
     other.idempotency = Some(key("h2"));
     assert_eq!(insert(&store, other), InsertJob::KeyConflict);

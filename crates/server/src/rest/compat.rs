@@ -10,10 +10,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::body::{JsonBody, json_body};
-use super::trigger::{self, Accepted};
+use super::trigger;
 use super::{jobs, json, with_app};
 use crate::app::App;
 use crate::problem::Problem;
+use rpa_store::Created;
 
 const CANCEL_FAILED: &str = "Failed to cancel job";
 const FORCE_FAILED: &str = "Failed to force job";
@@ -99,7 +100,7 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
             trigger::idempotency_key(key.as_deref()).map_err(|p| p.with_alert(NOT_RECEIVED))?;
         let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
         match trigger::accept(&app, &doc, &raw, key).await {
-            Ok(accepted) => Ok(accepted),
+            Ok(accepted) => Ok(accepted.created),
             Err(refused) => Err(refused.problem.with_alert(if refused.missing {
                 MISSING_DATA
             } else {
@@ -108,12 +109,12 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
         }
     };
     match result.await {
-        Ok(Accepted::Job(job)) => json(
+        Ok(Created::Job(job)) => json(
             StatusCode::OK,
             &json!({"Job": job.id.to_string(), "Status": "Server sent package to scheduler"}),
         ),
         // The old clients never sent a cron schedule; a new one that does gets the schedule id.
-        Ok(Accepted::Schedule(schedule)) => json(
+        Ok(Created::Schedule(schedule)) => json(
             StatusCode::OK,
             &json!({"Schedule": schedule.id.to_string(), "Status": "Server sent package to scheduler"}),
         ),

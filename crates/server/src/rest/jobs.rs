@@ -11,11 +11,12 @@ use warp::reply::Response;
 
 use super::body::{JsonBody, json_body};
 use super::query::{self, Query};
-use super::trigger::{self, Accepted};
+use super::trigger;
 use super::{json, with_app};
 use crate::app::App;
 use crate::problem::Problem;
 use crate::views::{JobView, Page};
+use rpa_store::Created;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let max_body = app.config.limits.max_body;
@@ -62,17 +63,25 @@ async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response 
     let created = async {
         let key = trigger::idempotency_key(key.as_deref())?;
         let (doc, raw) = body?;
-        let (location, mut response) = match trigger::accept(&app, &doc, &raw, key).await {
-            Ok(Accepted::Job(job)) => (
+        let accepted = trigger::accept(&app, &doc, &raw, key)
+            .await
+            .map_err(|refused| refused.problem)?;
+        let (location, body) = match accepted.created {
+            Created::Job(job) => (
                 format!("/api/jobs/{}", job.id),
-                json(StatusCode::CREATED, &JobView::from(job)),
+                serde_json::to_string(&JobView::from(*job)),
             ),
-            Ok(Accepted::Schedule(schedule)) => (
+            Created::Schedule(schedule) => (
                 format!("/api/schedules/{}", schedule.id),
-                json(StatusCode::CREATED, &super::schedules::view(schedule)),
+                serde_json::to_string(&super::schedules::view(*schedule)),
             ),
-            Err(refused) => return Err(refused.problem),
         };
+        // A retry gets the very body the first request got.
+        let body = match accepted.first_response {
+            Some(first) => first,
+            None => body.map_err(|error| Problem::internal(error.to_string()))?,
+        };
+        let mut response = super::json_text(StatusCode::CREATED, body);
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
         }

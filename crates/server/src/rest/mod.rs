@@ -52,19 +52,22 @@ fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infalli
 /// A JSON answer.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_string(value) {
-        Ok(text) => {
-            let mut response = Response::new(text.into());
-            *response.status_mut() = status;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            response
-        }
+        Ok(text) => json_text(status, text),
         Err(error) => {
             Problem::internal(format!("cannot encode the answer: {error}")).into_response()
         }
     }
+}
+
+/// A JSON answer already serialized.
+pub(crate) fn json_text(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(text.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 /// Turns what warp could not route into problem documents.

@@ -83,7 +83,11 @@ async fn list(app: &App, query: &Query) -> Result<Response, Problem> {
     let limit = query::limit(query, app.config.limits.max_page)?;
     let filter = RobotFilter {
         online: query::flag(query, "online")?,
-        after: query.get("after").filter(|a| !a.is_empty()).cloned(),
+        // Normalised like the addresses it is compared with.
+        after: query
+            .get("after")
+            .filter(|a| !a.is_empty())
+            .map(|a| RobotAddress::new(a).into_string()),
         limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),
     };
     let robots = app.db.read(move |conn| conn.robots(&filter)).await?;

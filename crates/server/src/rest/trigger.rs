@@ -8,10 +8,7 @@ use rpa_packages::{Problems, validate_trigger};
 use rpa_protocol::RobotAddress;
 use rpa_scheduler::CronSchedule;
 use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
-use rpa_store::{
-    IdempotencyKey, InsertJob, InsertSchedule, JobRecord, NewJob, NewSchedule, Prior,
-    ScheduleRecord,
-};
+use rpa_store::{Created, IdempotencyKey, InsertJob, InsertSchedule, NewJob, NewSchedule, Prior};
 use warp::http::StatusCode;
 
 use crate::app::App;
@@ -19,20 +16,40 @@ use crate::logging::Untrusted;
 use crate::metrics::bump;
 use crate::problem::{FieldProblem, Problem};
 
-/// What an accepted trigger created: a job, or a recurring schedule (or what the first request
-/// with the same `Idempotency-Key` created).
-pub(super) enum Accepted {
-    Job(JobRecord),
-    Schedule(ScheduleRecord),
+/// What an accepted trigger created: a job or a recurring schedule. For a retry under the
+/// same `Idempotency-Key`, what the first request created, and the body it was answered with.
+pub(super) struct Accepted {
+    pub(super) created: Created,
+    pub(super) first_response: Option<String>,
 }
 
 impl From<Prior> for Accepted {
     fn from(prior: Prior) -> Accepted {
-        match prior {
-            Prior::Job(job) => Accepted::Job(*job),
-            Prior::Schedule(schedule) => Accepted::Schedule(*schedule),
+        Accepted {
+            created: prior.created,
+            first_response: prior.response,
         }
     }
+}
+
+impl Accepted {
+    fn new(created: Created) -> Accepted {
+        Accepted {
+            created,
+            first_response: None,
+        }
+    }
+}
+
+/// The answer's body, recorded with the idempotency key so that a retry gets the same one.
+fn remember(
+    tx: &mut rpa_store::WriteTx<'_>,
+    key: Option<&str>,
+    body: impl FnOnce() -> Result<String, serde_json::Error>,
+) -> Result<(), rpa_store::StoreError> {
+    let Some(key) = key else { return Ok(()) };
+    let body = body().map_err(|error| rpa_store::StoreError::Failed(error.to_string()))?;
+    tx.remember_response(key, &body)
 }
 
 /// A trigger that was refused. `missing` tells the old routes which `Alert` to show.
@@ -181,7 +198,19 @@ async fn accept_schedule(
         created_at: now,
         idempotency: key,
     };
-    match app.db.write(move |tx| tx.insert_schedule(&schedule)).await {
+    let key = schedule.idempotency.as_ref().map(|k| k.key.clone());
+    let inserted = app
+        .db
+        .write(move |tx| {
+            let outcome = tx.insert_schedule(&schedule)?;
+            if let InsertSchedule::Created(created) = &outcome {
+                let view = super::schedules::view((**created).clone());
+                remember(tx, key.as_deref(), || serde_json::to_string(&view))?;
+            }
+            Ok(outcome)
+        })
+        .await;
+    match inserted {
         Ok(InsertSchedule::Created(schedule)) => {
             log::info!(
                 "schedule {} created: robot {} package {} cron {} in {}, next at {}",
@@ -197,7 +226,7 @@ async fn accept_schedule(
             if let Some(next) = schedule.next_run_at {
                 app.dispatcher.wake_schedule(schedule.id, next);
             }
-            Ok(Accepted::Schedule(*schedule))
+            Ok(Accepted::new(Created::Schedule(schedule)))
         }
         Ok(InsertSchedule::Replayed(prior)) => Ok(prior.into()),
         Ok(InsertSchedule::KeyConflict) => Err(key_reused().into()),
@@ -271,7 +300,18 @@ async fn accept_job(
         reason: "created by trigger".to_owned(),
         idempotency: key,
     };
-    let inserted = app.db.write(move |tx| tx.insert_job(&job)).await;
+    let key = job.idempotency.as_ref().map(|k| k.key.clone());
+    let inserted = app
+        .db
+        .write(move |tx| {
+            let outcome = tx.insert_job(&job)?;
+            if let InsertJob::Created(created) = &outcome {
+                let view = crate::views::JobView::from(created.clone());
+                remember(tx, key.as_deref(), || serde_json::to_string(&view))?;
+            }
+            Ok(outcome)
+        })
+        .await;
     let remove_file = || {
         let packages = app.packages.clone();
         let name = package.name().to_owned();
@@ -291,7 +331,7 @@ async fn accept_job(
                 crate::views::time(job.run_at)
             );
             app.dispatcher.wake(job.id, job.run_at);
-            Ok(Accepted::Job(job))
+            Ok(Accepted::new(Created::Job(Box::new(job))))
         }
         Ok(InsertJob::Replayed(prior)) => {
             remove_file();
