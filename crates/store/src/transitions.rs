@@ -175,6 +175,19 @@ fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, Stor
     .transpose()
 }
 
+/// The job's row while sending number `attempt` of it is claimed and unconfirmed: what a
+/// confirmation or a hand-back may change, and nothing newer.
+#[diesel::dsl::auto_type]
+fn claimed_sending(id: i64, attempt: i32) -> _ {
+    let executed: &'static str = JobStatus::Executed.as_str();
+    let claimed: i32 = Delivery::Claimed.code();
+    jobs::table
+        .find(id)
+        .filter(jobs::status.eq(executed))
+        .filter(jobs::delivery.eq(claimed))
+        .filter(jobs::attempts.eq(attempt))
+}
+
 /// Bounds text that came from a robot before it goes into a reason or `last_error`.
 fn bounded(text: &str) -> String {
     const MAX: usize = 1000;
@@ -431,18 +444,12 @@ impl WriteTx<'_> {
         } else {
             (Delivery::Written, None)
         };
-        let updated = diesel::update(
-            jobs::table
-                .find(id)
-                .filter(jobs::status.eq(JobStatus::Executed.as_str()))
-                .filter(jobs::delivery.eq(Delivery::Claimed.code()))
-                .filter(jobs::attempts.eq(attempt)),
-        )
-        .set((
-            jobs::delivery.eq(delivery.code()),
-            jobs::wake_at.eq(wake_at),
-        ))
-        .execute(self.conn)?;
+        let updated = diesel::update(claimed_sending(id, attempt))
+            .set((
+                jobs::delivery.eq(delivery.code()),
+                jobs::wake_at.eq(wake_at),
+            ))
+            .execute(self.conn)?;
         Ok(updated > 0)
     }
 
@@ -457,21 +464,15 @@ impl WriteTx<'_> {
         retry_at: DateTime<Utc>,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let updated = diesel::update(
-            jobs::table
-                .find(id)
-                .filter(jobs::status.eq(JobStatus::Executed.as_str()))
-                .filter(jobs::delivery.eq(Delivery::Claimed.code()))
-                .filter(jobs::attempts.eq(attempt)),
-        )
-        .set((
-            jobs::status.eq(JobStatus::Pending.as_str()),
-            jobs::delivery.eq(Delivery::Idle.code()),
-            jobs::attempts.eq(attempt - 1),
-            jobs::wake_at.eq(Some(to_micros(retry_at))),
-            jobs::updated_at.eq(to_micros(now)),
-        ))
-        .execute(self.conn)?;
+        let updated = diesel::update(claimed_sending(id, attempt))
+            .set((
+                jobs::status.eq(JobStatus::Pending.as_str()),
+                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::attempts.eq(attempt - 1),
+                jobs::wake_at.eq(Some(to_micros(retry_at))),
+                jobs::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
         if updated > 0 {
             record_event(
                 self.conn,

@@ -57,40 +57,48 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 }
 
 /// The id as the old routes took it: the text of the URL, which must be a job id.
-fn job_id(text: &str, alert: &'static str) -> Result<i64, Problem> {
+fn job_id(text: &str) -> Result<i64, Problem> {
     text.parse::<i64>()
-        .map_err(|_| Problem::not_found(format!("no job {text:?}")).with_alert(alert))
+        .map_err(|_| Problem::not_found(format!("no job {text:?}")))
 }
 
 async fn cancel(app: &App, id_text: &str) -> Response {
-    let result = async {
-        let id = job_id(id_text, CANCEL_FAILED)?;
-        jobs::cancel(app, id)
-            .await
-            .map_err(|problem| problem.with_alert(CANCEL_FAILED))
+    let outcome = match job_id(id_text) {
+        Ok(id) => jobs::cancel(app, id).await,
+        Err(problem) => Err(problem),
     };
-    match result.await {
-        Ok(_) => json(
-            StatusCode::OK,
-            &json!({"Job": id_text, "Status": "Cancelled Job successfully"}),
-        ),
-        Err(problem) => problem.into_response(),
-    }
+    answer(
+        id_text,
+        outcome,
+        "Cancelled Job successfully",
+        CANCEL_FAILED,
+    )
 }
 
 async fn force(app: &App, id_text: &str) -> Response {
-    let result = async {
-        let id = job_id(id_text, FORCE_FAILED)?;
-        jobs::force(app, id)
-            .await
-            .map_err(|problem| problem.with_alert(FORCE_FAILED))
+    let outcome = match job_id(id_text) {
+        Ok(id) => jobs::force(app, id).await,
+        Err(problem) => Err(problem),
     };
-    match result.await {
-        Ok(_) => json(
-            StatusCode::OK,
-            &json!({"Job": id_text, "Status": "Forced to be executed successfully"}),
-        ),
-        Err(problem) => problem.into_response(),
+    answer(
+        id_text,
+        outcome,
+        "Forced to be executed successfully",
+        FORCE_FAILED,
+    )
+}
+
+/// The old routes' answers: `{"Job": "<id as in the URL>", "Status": ...}`, or a problem that
+/// carries the old `Alert`.
+fn answer(
+    id_text: &str,
+    outcome: Result<rpa_store::JobRecord, Problem>,
+    status: &str,
+    alert: &'static str,
+) -> Response {
+    match outcome {
+        Ok(_) => json(StatusCode::OK, &json!({"Job": id_text, "Status": status})),
+        Err(problem) => problem.with_alert(alert).into_response(),
     }
 }
 

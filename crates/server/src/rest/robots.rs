@@ -54,29 +54,7 @@ fn answer(result: Result<Response, Problem>) -> Response {
 
 /// The path segment as the robot's address: percent-decoded, and a MAC in any spelling.
 fn address(segment: &str) -> RobotAddress {
-    RobotAddress::new(&percent_decode(segment))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(Some(hi)), Some(Some(lo))) = (
-                bytes.get(i + 1).map(|b| hex(*b)),
-                bytes.get(i + 2).map(|b| hex(*b)),
-            )
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    RobotAddress::new(&crate::percent::decode(segment, false))
 }
 
 async fn list(app: &App, query: &Query) -> Result<Response, Problem> {
