@@ -100,7 +100,7 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
     let _tracked = app.connections.track();
     bump(&app.metrics.connections_opened);
     let opened = Instant::now();
-    let connection_app = Arc::clone(&app);
+    let rate = Bucket::new(app.config.limits.robot_rate, app.config.limits.robot_burst);
     let mut connection = Connection {
         app,
         session,
@@ -110,7 +110,7 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
         last_inbound: opened,
         next_ping: None,
         bad_frames: VecDeque::new(),
-        rate: Bucket::new(app_rate(&connection_app)),
+        rate,
         awaiting_ack: HashMap::new(),
     };
     log::info!("{}: connected from {peer}", connection.tag());
@@ -146,7 +146,9 @@ impl Connection {
                     match frame {
                         None => return End::Peer("end of stream".to_owned()),
                         Some(Ok(message)) => {
-                            if let Err(end) = self.on_message(message).await {
+                            // Boxed: what handling a frame holds across its awaits would
+                            // otherwise be reserved in every idle connection's task.
+                            if let Err(end) = Box::pin(self.on_message(message)).await {
                                 return end;
                             }
                         }
@@ -405,10 +407,6 @@ impl Connection {
     }
 }
 
-fn app_rate(app: &App) -> (u32, u32) {
-    (app.config.limits.robot_rate, app.config.limits.robot_burst)
-}
-
 /// A token bucket: `burst` frames at once, refilled at `rate` a second.
 struct Bucket {
     tokens: f64,
@@ -420,7 +418,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new((rate, burst): (u32, u32)) -> Bucket {
+    fn new(rate: u32, burst: u32) -> Bucket {
         Bucket {
             tokens: f64::from(burst.max(1)),
             rate: f64::from(rate.max(1)),
