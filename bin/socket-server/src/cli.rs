@@ -113,8 +113,9 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_MAX_DATABASE_SIZE", value_parser = size, value_name = "SIZE")]
     max_database_size: Option<usize>,
 
-    /// Flush each package file to disk before answering a trigger.
-    #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    /// Flush each package file to disk (files are written right after the job's commit, by a
+    /// background writer). Off, the OS flushes them; the jobs themselves are always flushed.
+    #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     sync_package_files: bool,
 
     /// Largest WebSocket message a robot may send; larger closes the connection with 1009.

@@ -171,8 +171,13 @@ async fn a_trigger_answers_201_with_location_and_writes_the_package_file() {
         .dir
         .join("packages")
         .join(format!("package-x74s-eg_{id}"));
+    // Written right after the commit by the package-file writer.
+    let content = common::eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&file).ok()
+    })
+    .await;
     assert_eq!(
-        std::fs::read_to_string(file).unwrap(),
+        content,
         format!(
             r#"{{"Package":{{"package_name":"package-x74s-eg","path":"cloudinary/studioPackages/pkg1-x74s.std"}},"JobID":{id}}}"#
         )

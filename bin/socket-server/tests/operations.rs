@@ -125,3 +125,45 @@ async fn retention_deletes_old_logs_and_purges_finished_jobs() {
         "its package file went too"
     );
 }
+
+#[tokio::test]
+async fn an_unwritable_packages_folder_refuses_triggers_until_it_is_back() {
+    let server = Server::start(&[]);
+    let _ws = server.robot("R", ROBOT).await;
+    let mut later = trigger();
+    later["Schedule"] = json!({"at": "2099-01-01T00:00:00Z"});
+    // Root ignores permissions: put a file where the folder was, so every write fails.
+    let folder = server.dir.join("packages");
+    let aside = server.dir.join("packages.aside");
+    std::fs::rename(&folder, &aside).unwrap();
+    std::fs::write(&folder, "not a folder").unwrap();
+
+    let (status, first) = server.post("/api/jobs", &later).await;
+    assert_eq!(status, 201, "accepted before the writer found out: {first}");
+    let refused = eventually(Duration::from_secs(10), || async {
+        let (status, problem) = server.post("/api/jobs", &later).await;
+        (status == 503).then_some(problem)
+    })
+    .await;
+    assert_eq!(refused["code"], "packages_unwritable");
+    let (_, jobs) = server.get("/api/jobs").await;
+    let stored = jobs["items"].as_array().unwrap().len();
+
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&aside, &folder).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (server.post("/api/jobs", &later).await.0 == 201).then_some(())
+    })
+    .await;
+    let (_, jobs) = server.get("/api/jobs").await;
+    assert_eq!(
+        jobs["items"].as_array().unwrap().len(),
+        stored + 1,
+        "refused triggers stored nothing"
+    );
+    let file = folder.join(format!("p_{}", first["id"]));
+    eventually(Duration::from_secs(10), || async {
+        file.exists().then_some(())
+    })
+    .await;
+}

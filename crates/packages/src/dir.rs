@@ -114,11 +114,58 @@ impl PackageDir {
     /// A [`PackagesError::SyncDir`] error means the file is in place but may not survive a
     /// power loss.
     pub fn save(&self, package: &Package, job_id: i64) -> Result<PathBuf, PackagesError> {
-        let target = self.path_of(package.name(), job_id)?;
-        let content = format!(r#"{{"Package":{},"JobID":{job_id}}}"#, package.as_json());
+        let target = self.write_one(package.name(), job_id, package.as_json())?;
+        self.sync_folder()?;
+        Ok(target)
+    }
+
+    /// Saves many files as [`PackageDir::save`] does, with one flush of the folder for all of
+    /// them. `package_json` is the Package object as stored (compact JSON, as received). Each
+    /// file gets its own result; the folder flush, when enabled, fails them all.
+    pub fn save_all<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a str, i64, &'a str)>,
+    ) -> Vec<Result<PathBuf, PackagesError>> {
+        let mut results: Vec<_> = files
+            .into_iter()
+            .map(|(name, job_id, json)| self.write_one(name, job_id, json))
+            .collect();
+        if results.iter().any(Result::is_ok)
+            && let Err(error) = self.sync_folder()
+        {
+            let reason = error.to_string();
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(PackagesError::SyncDir {
+                    path: self.path.clone(),
+                    source: io::Error::other(reason.clone()),
+                });
+            }
+        }
+        results
+    }
+
+    fn sync_folder(&self) -> Result<(), PackagesError> {
+        if !self.sync {
+            return Ok(());
+        }
+        sync_dir(&self.path).map_err(|source| PackagesError::SyncDir {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Writes one file through a temporary file and a rename, flushing the file when enabled.
+    fn write_one(
+        &self,
+        package_name: &str,
+        job_id: i64,
+        package_json: &str,
+    ) -> Result<PathBuf, PackagesError> {
+        let target = self.path_of(package_name, job_id)?;
+        let content = format!(r#"{{"Package":{package_json},"JobID":{job_id}}}"#);
         let temp = self
             .path
-            .join(temp_name(&Self::file_name(package.name(), job_id)));
+            .join(temp_name(&Self::file_name(package_name, job_id)));
 
         let file = OpenOptions::new()
             .write(true)
@@ -142,12 +189,6 @@ impl PackageDir {
                 path: target,
                 source,
             });
-        }
-        if self.sync {
-            sync_dir(&self.path).map_err(|source| PackagesError::SyncDir {
-                path: self.path.clone(),
-                source,
-            })?;
         }
         Ok(target)
     }

@@ -279,3 +279,18 @@ fn unsafe_names_never_become_paths() {
     }
     assert!(entries(tmp.path()) == ["packages"]);
 }
+
+#[test]
+fn save_all_writes_each_file_and_reports_each_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = PackageDir::open(tmp.path()).unwrap();
+    let json = r#"{"package_name":"a","path":"x"}"#;
+    let results = dir.save_all([("a", 1, json), ("../evil", 2, json), ("a", 3, json)]);
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(matches!(results[1], Err(PackagesError::UnsafeName { .. })));
+    assert_eq!(entries(tmp.path()), ["a_1", "a_3"]);
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("a_3")).unwrap(),
+        format!(r#"{{"Package":{json},"JobID":3}}"#)
+    );
+}

@@ -29,6 +29,7 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) heartbeat: Heartbeat,
     pub(crate) connections: Arc<Tracker>,
+    pub(crate) package_files: Arc<crate::package_files::PackageFiles>,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -141,9 +142,10 @@ impl Server {
         let db = Db::new(store);
         let registry = Arc::new(Registry::new(config.limits.outbound_queue));
         let metrics = Arc::new(Metrics::default());
+        let package_files = Arc::new(crate::package_files::PackageFiles::default());
         let (dispatcher, written) = Dispatcher::new(
             db.clone(),
-            packages.clone(),
+            Arc::clone(&package_files),
             Arc::clone(&registry),
             policy,
             Arc::clone(&metrics),
@@ -161,6 +163,7 @@ impl Server {
             metrics,
             heartbeat,
             connections: Arc::new(Tracker::default()),
+            package_files,
         });
         let rest = crate::rest::routes(Arc::clone(&app));
         Ok(Server {
@@ -194,6 +197,12 @@ impl Server {
             stopped.clone(),
         ));
         let retention = tokio::spawn(crate::retention::run(Arc::clone(&app), stopped.clone()));
+        let package_files = tokio::spawn(crate::package_files::run(
+            Arc::clone(&app.package_files),
+            app.db.clone(),
+            app.packages.clone(),
+            stopped.clone(),
+        ));
         let accept = tokio::spawn(crate::listener::serve(
             Arc::clone(&app),
             listener,
@@ -220,6 +229,8 @@ impl Server {
         let _ = scheduler.await;
         let _ = confirmer.await;
         let _ = retention.await;
+        // Written after the connections closed, so the files of everything accepted are there.
+        let _ = package_files.await;
         let store = app.db.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
         log::info!("stopped");

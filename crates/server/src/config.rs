@@ -104,7 +104,9 @@ pub struct Config {
     pub min_schedule_interval: Duration,
     /// The largest the database may grow; beyond it triggers fail with 507 until space is made.
     pub max_database_size: Option<u64>,
-    /// Whether package files are flushed to disk before a trigger is answered.
+    /// Whether each package file is flushed to disk before it counts as written. Off: the
+    /// job itself is durable in the database, and the file follows within the OS's flush
+    /// interval.
     pub sync_package_files: bool,
     pub limits: Limits,
     pub access: crate::auth::Access,
@@ -129,7 +131,7 @@ impl Default for Config {
             retention_interval: Duration::from_secs(3600),
             min_schedule_interval: Duration::from_secs(1),
             max_database_size: None,
-            sync_package_files: true,
+            sync_package_files: false,
             limits: Limits::default(),
             access: crate::auth::Access::default(),
         }

@@ -37,7 +37,7 @@ pub(crate) struct Dispatcher {
 
 struct Inner {
     db: Db,
-    packages: rpa_packages::PackageDir,
+    package_files: Arc<crate::package_files::PackageFiles>,
     registry: Arc<Registry>,
     policy: DeliveryPolicy,
     metrics: Arc<Metrics>,
@@ -52,7 +52,7 @@ impl Dispatcher {
     /// [`confirm_written`].
     pub(crate) fn new(
         db: Db,
-        packages: rpa_packages::PackageDir,
+        package_files: Arc<crate::package_files::PackageFiles>,
         registry: Arc<Registry>,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
@@ -61,7 +61,7 @@ impl Dispatcher {
         let (written, receiver) = mpsc::unbounded_channel();
         let inner = Inner {
             db,
-            packages,
+            package_files,
             registry,
             policy,
             metrics,
@@ -314,18 +314,7 @@ impl Dispatcher {
             crate::views::time(job.run_at),
             job.status.as_str()
         );
-        let packages = self.inner.packages.clone();
-        tokio::task::spawn_blocking(move || {
-            let saved = serde_json::from_str(&job.package)
-                .map_err(|error| error.to_string())
-                .and_then(|object| {
-                    rpa_packages::Package::from_object(object).map_err(|error| error.to_string())
-                })
-                .and_then(|package| packages.save(&package, job.id).map_err(|e| e.to_string()));
-            if let Err(error) = saved {
-                log::error!("job {}: cannot write its package file: {error}", job.id);
-            }
-        });
+        self.inner.package_files.notify();
     }
 
     /// The connection wrote a sending.

@@ -8,6 +8,7 @@ mod dispatch;
 mod listener;
 pub mod logging;
 mod metrics;
+mod package_files;
 mod percent;
 mod problem;
 mod recurring;

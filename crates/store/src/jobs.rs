@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::schema::{job_events, jobs, robots};
+use crate::schema::{job_events, jobs, robots, unwritten_package_files};
 use crate::time::{from_micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
@@ -292,6 +292,9 @@ pub(crate) fn insert_row(
             jobs::forced.eq(false),
         ))
         .execute(conn)?;
+    diesel::insert_into(unwritten_package_files::table)
+        .values(unwritten_package_files::job_id.eq(job.id))
+        .execute(conn)?;
     record_event(conn, job.id, job.created_at, None, status, &job.reason)?;
     if let Some(reason) = failed {
         record_event(conn, job.id, job.created_at, Some(status), status, reason)?;
@@ -463,5 +466,48 @@ impl ReadConn<'_> {
             .select(diesel::dsl::max(jobs::id))
             .first(self.conn)?;
         Ok(max.unwrap_or(0))
+    }
+}
+
+/// A job whose package file is still to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFile {
+    pub job_id: i64,
+    pub package_name: String,
+    /// The Package object as received (JSON).
+    pub package: String,
+}
+
+impl ReadConn<'_> {
+    /// Jobs whose package file is not written yet, oldest first.
+    pub fn unwritten_package_files(&mut self, limit: i64) -> Result<Vec<PackageFile>, StoreError> {
+        let rows: Vec<(i64, String, String)> = unwritten_package_files::table
+            .inner_join(jobs::table)
+            .order(unwritten_package_files::job_id.asc())
+            .select((jobs::id, jobs::package_name, jobs::package))
+            .limit(limit)
+            .load(self.conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(job_id, package_name, package)| PackageFile {
+                job_id,
+                package_name,
+                package,
+            })
+            .collect())
+    }
+}
+
+impl WriteTx<'_> {
+    /// Records that these jobs' package files are written.
+    pub fn mark_package_files_written(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            diesel::delete(
+                unwritten_package_files::table
+                    .filter(unwritten_package_files::job_id.eq_any(chunk)),
+            )
+            .execute(self.conn)?;
+        }
+        Ok(())
     }
 }

@@ -25,7 +25,7 @@ pub use error::StoreError;
 pub use idempotency::{Created, Prior};
 pub use jobs::{
     Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
-    NewJob,
+    NewJob, PackageFile,
 };
 pub use retention::PurgedJob;
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};

@@ -618,3 +618,23 @@ fn retention_purges_finished_jobs_in_batches_and_keeps_pending_ones() {
         .unwrap();
     assert!(none.is_empty());
 }
+
+#[test]
+fn package_files_wait_in_a_queue_until_written() {
+    let store = open();
+    register(&store, "A", "c");
+    let a = create_job(&store, "A", t0()).id;
+    let b = create_job(&store, "A", t0()).id;
+    let unwritten = store.read(|c| c.unwritten_package_files(10)).unwrap();
+    assert_eq!(
+        unwritten.iter().map(|f| f.job_id).collect::<Vec<_>>(),
+        [a, b]
+    );
+    assert_eq!(unwritten[0].package_name, "pkg");
+    store
+        .writer()
+        .run(move |tx| tx.mark_package_files_written(&[a]))
+        .unwrap();
+    let left = store.read(|c| c.unwritten_package_files(10)).unwrap();
+    assert_eq!(left.iter().map(|f| f.job_id).collect::<Vec<_>>(), [b]);
+}

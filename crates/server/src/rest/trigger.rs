@@ -1,4 +1,5 @@
-//! Accepting a job trigger: validation, the package file, the job row, and waking the
+//! Accepting a job trigger: validation, the job row (its package file follows, written by
+//! `package_files`), and waking the
 //! scheduler. Shared by `POST /api/jobs` and the routes old clients call.
 
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use rpa_protocol::RobotAddress;
 use rpa_scheduler::CronSchedule;
 use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
 use rpa_store::{Created, IdempotencyKey, InsertJob, InsertSchedule, NewJob, NewSchedule, Prior};
-use warp::http::StatusCode;
 
 use crate::app::App;
 use crate::logging::Untrusted;
@@ -256,38 +256,15 @@ async fn accept_job(
     now: chrono::DateTime<Utc>,
 ) -> Result<Accepted, Refused> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
+    if !app.package_files.healthy() {
+        return Err(Problem::unavailable(
+            "packages_unwritable",
+            "package files cannot be written (see the server log); nothing was stored",
+        )
+        .into());
+    }
     let id = app.db.store().reserve_job_id();
     let package = trigger.package;
-    // The package file first: the job must not exist without it. If the job is then refused,
-    // the file goes again.
-    let packages = app.packages.clone();
-    let to_save = package.clone();
-    let saved = tokio::task::spawn_blocking(move || packages.save(&to_save, id)).await;
-    match saved {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            log::error!("cannot write the package file of job {id}: {error}");
-            let problem = if error.is_storage_full() {
-                Problem {
-                    status: StatusCode::INSUFFICIENT_STORAGE,
-                    ..Problem::unavailable(
-                        "storage_full",
-                        "the packages folder's disk is full; nothing was stored",
-                    )
-                }
-            } else {
-                Problem::unavailable(
-                    "packages_unwritable",
-                    "the package file cannot be written; nothing was stored",
-                )
-            };
-            return Err(problem.into());
-        }
-        Err(error) => {
-            return Err(Problem::internal(format!("package write failed: {error}")).into());
-        }
-    }
-
     let job = NewJob {
         id,
         package: package.to_json(),
@@ -312,15 +289,6 @@ async fn accept_job(
             Ok(outcome)
         })
         .await;
-    let remove_file = || {
-        let packages = app.packages.clone();
-        let name = package.name().to_owned();
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = packages.remove(&name, id) {
-                log::warn!("cannot remove the package file of refused job {id}: {error}");
-            }
-        });
-    };
     match inserted {
         Ok(InsertJob::Created(job)) => {
             log::info!(
@@ -331,24 +299,13 @@ async fn accept_job(
                 crate::views::time(job.run_at)
             );
             app.dispatcher.wake(job.id, job.run_at);
+            app.package_files.notify();
             Ok(Accepted::new(Created::Job(Box::new(job))))
         }
-        Ok(InsertJob::Replayed(prior)) => {
-            remove_file();
-            Ok(prior.into())
-        }
-        Ok(InsertJob::KeyConflict) => {
-            remove_file();
-            Err(key_reused().into())
-        }
-        Ok(InsertJob::UnknownRobot) => {
-            remove_file();
-            Err(unknown_robot(&address).into())
-        }
-        Err(error) => {
-            remove_file();
-            Err(Problem::from(error).into())
-        }
+        Ok(InsertJob::Replayed(prior)) => Ok(prior.into()),
+        Ok(InsertJob::KeyConflict) => Err(key_reused().into()),
+        Ok(InsertJob::UnknownRobot) => Err(unknown_robot(&address).into()),
+        Err(error) => Err(Problem::from(error).into()),
     }
 }
 

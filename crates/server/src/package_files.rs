@@ -1,0 +1,132 @@
+//! Package files (`packages/<package_name>_<jobID>`) are written by this background writer
+//! after the job's commit, not on the trigger's path: one file per job would otherwise cost each
+//! trigger a file creation, a rename and (with flushing) two disk flushes, and serialise all
+//! triggers on the folder's lock. The queue is in the database (`unwritten_package_files`), so
+//! a file that a crash kept from being written is written at the next start.
+//!
+//! When the folder cannot be written, the writer says so ([`PackageFiles::healthy`]) and
+//! triggers are refused with 503 until a retry succeeds; what was accepted before is written
+//! then.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rpa_packages::PackageDir;
+use tokio::sync::{Notify, watch};
+
+use crate::db::Db;
+
+/// Files written per round.
+const BATCH: i64 = 1000;
+/// Pause after a failure, and the longest sleep between rounds when nothing wakes the writer.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The handle the rest of the server holds.
+#[derive(Debug, Default)]
+pub(crate) struct PackageFiles {
+    wake: Notify,
+    failing: AtomicBool,
+}
+
+impl PackageFiles {
+    /// New jobs were committed: their files are waiting.
+    pub(crate) fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// False while the last attempt to write a package file failed.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.failing.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) async fn run(
+    files: Arc<PackageFiles>,
+    db: Db,
+    dir: PackageDir,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = *stop.borrow();
+        match write_round(&db, &dir).await {
+            Ok(written) => {
+                if files.failing.swap(false, Ordering::AcqRel) {
+                    log::info!("the packages folder is writable again");
+                }
+                if written == BATCH as usize {
+                    continue;
+                }
+            }
+            Err(error) => {
+                if !files.failing.swap(true, Ordering::AcqRel) {
+                    log::error!(
+                        "cannot write package files: {error}; triggers are refused until this is fixed"
+                    );
+                }
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            () = files.wake.notified() => {}
+            () = tokio::time::sleep(RETRY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Writes the next batch of unwritten files. Returns how many were written.
+async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, String> {
+    let files = db
+        .read(|conn| conn.unwritten_package_files(BATCH))
+        .await
+        .map_err(|error| error.to_string())?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let dir = dir.clone();
+    let (written, failure) = tokio::task::spawn_blocking(move || {
+        let results = dir.save_all(
+            files
+                .iter()
+                .map(|f| (f.package_name.as_str(), f.job_id, f.package.as_str())),
+        );
+        let mut written = Vec::with_capacity(files.len());
+        let mut failure = None;
+        for (file, result) in files.iter().zip(results) {
+            match result {
+                Ok(_) => written.push(file.job_id),
+                // A name that is no longer safe cannot come from a validated trigger; it is
+                // logged and dropped from the queue rather than retried forever.
+                Err(rpa_packages::PackagesError::UnsafeName { .. }) => {
+                    log::error!("job {}: unsafe package name, no file written", file.job_id);
+                    written.push(file.job_id);
+                }
+                Err(error) => failure = Some(error.to_string()),
+            }
+        }
+        (written, failure)
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    let count = written.len();
+    if !written.is_empty() {
+        db.write(move |tx| tx.mark_package_files_written(&written))
+            .await
+            .map_err(|error| error.to_string())?;
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(count),
+    }
+}

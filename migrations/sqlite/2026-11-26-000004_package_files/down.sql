@@ -1,0 +1,1 @@
+DROP TABLE unwritten_package_files;
