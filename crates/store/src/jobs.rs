@@ -194,10 +194,9 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
-/// A job to create. The id was reserved with `Store::reserve_job_id`.
+/// A job to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
-    pub id: i64,
     pub package: String,
     pub package_name: String,
     pub robot_address: String,
@@ -273,9 +272,8 @@ pub(crate) fn insert_row(
         None => (JobStatus::Pending, Some(run_at)),
         Some(_) => (JobStatus::Failed, None),
     };
-    diesel::insert_into(jobs::table)
+    let id: i64 = diesel::insert_into(jobs::table)
         .values((
-            jobs::id.eq(job.id),
             jobs::status.eq(status.as_str()),
             jobs::package.eq(&job.package),
             jobs::package_name.eq(&job.package_name),
@@ -291,16 +289,17 @@ pub(crate) fn insert_row(
             jobs::delivery.eq(Delivery::Idle.code()),
             jobs::forced.eq(false),
         ))
-        .execute(conn)?;
+        .returning(jobs::id)
+        .get_result(conn)?;
     diesel::insert_into(unwritten_package_files::table)
-        .values(unwritten_package_files::job_id.eq(job.id))
+        .values(unwritten_package_files::job_id.eq(id))
         .execute(conn)?;
-    record_event(conn, job.id, job.created_at, None, status, &job.reason)?;
+    record_event(conn, id, job.created_at, None, status, &job.reason)?;
     if let Some(reason) = failed {
-        record_event(conn, job.id, job.created_at, Some(status), status, reason)?;
+        record_event(conn, id, job.created_at, Some(status), status, reason)?;
     }
     Ok(JobRecord {
-        id: job.id,
+        id,
         status,
         package: job.package.clone(),
         package_name: job.package_name.clone(),
@@ -355,7 +354,7 @@ impl WriteTx<'_> {
         }
         let record = insert_row(self.conn, job, None)?;
         if let Some(key) = &job.idempotency {
-            idempotency::remember(self.conn, key, Some(job.id), None, job.created_at)?;
+            idempotency::remember(self.conn, key, Some(record.id), None, job.created_at)?;
         }
         Ok(InsertJob::Created(record))
     }
@@ -459,13 +458,6 @@ impl ReadConn<'_> {
         rows.into_iter()
             .map(|(status, count)| Ok((JobStatus::from_stored(&status)?, count)))
             .collect()
-    }
-
-    pub(crate) fn max_job_id(&mut self) -> Result<i64, StoreError> {
-        let max: Option<i64> = jobs::table
-            .select(diesel::dsl::max(jobs::id))
-            .first(self.conn)?;
-        Ok(max.unwrap_or(0))
     }
 }
 

@@ -13,8 +13,6 @@ mod transitions;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use diesel::SqliteConnection;
@@ -77,12 +75,11 @@ pub struct ReadConn<'a> {
     conn: &'a mut SqliteConnection,
 }
 
-/// The database: a pool of readers, one group-committing writer, and the job-id counter.
+/// The database: a pool of readers and one group-committing writer.
 #[derive(Clone)]
 pub struct Store {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     writer: Writer,
-    last_job_id: Arc<AtomicI64>,
     path: PathBuf,
 }
 
@@ -135,21 +132,10 @@ impl Store {
                 reason: error.to_string(),
             })?;
 
-        let max_id = {
-            let mut conn = readers.get()?;
-            ReadConn { conn: &mut conn }.max_job_id()?
-        };
-        let last_job_id = Arc::new(AtomicI64::new(max_id));
-        let writer = Writer::start(
-            write_conn,
-            Arc::clone(&last_job_id),
-            config.writer_queue,
-            config.max_batch,
-        )?;
+        let writer = Writer::start(write_conn, config.writer_queue, config.max_batch)?;
         Ok(Store {
             readers,
             writer,
-            last_job_id,
             path: path.clone(),
         })
     }
@@ -169,13 +155,6 @@ impl Store {
 
     pub fn writer(&self) -> &Writer {
         &self.writer
-    }
-
-    /// A new job id. Ids are reserved before the job is written so that its package file can be
-    /// named first; one process owns the SQLite file, so an in-memory counter is enough. Ids of
-    /// requests that fail are skipped, not reused.
-    pub fn reserve_job_id(&self) -> i64 {
-        self.last_job_id.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Commits what is queued and stops the writer.

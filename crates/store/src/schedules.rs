@@ -217,7 +217,6 @@ impl WriteTx<'_> {
         failed: Option<&str>,
     ) -> Result<JobRecord, StoreError> {
         let job = NewJob {
-            id: self.reserve_job_id(),
             package: schedule.package.clone(),
             package_name: schedule.package_name.clone(),
             robot_address: schedule.robot_address.clone(),

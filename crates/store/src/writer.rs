@@ -7,7 +7,7 @@
 //! its part went. A request that fails rolls back its savepoint alone; a commit that fails fails
 //! them all, and none of them was acknowledged before.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -22,7 +22,6 @@ use crate::StoreError;
 /// it in the rest of this crate.
 pub struct WriteTx<'a> {
     pub(crate) conn: &'a mut SqliteConnection,
-    pub(crate) ids: &'a AtomicI64,
 }
 
 /// Tells the requester how its write went, given the batch's commit error if there was one.
@@ -143,7 +142,6 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     pub(crate) fn start(
         conn: SqliteConnection,
-        ids: Arc<AtomicI64>,
         queue: usize,
         max_batch: usize,
     ) -> Result<Writer, StoreError> {
@@ -152,7 +150,7 @@ impl Writer {
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("db-writer".to_owned())
-            .spawn(move || run(conn, &ids, receiver, max_batch.max(1), &thread_stats))
+            .spawn(move || run(conn, receiver, max_batch.max(1), &thread_stats))
             .map_err(|error| {
                 StoreError::Pool(format!("cannot start the writer thread: {error}"))
             })?;
@@ -219,11 +217,6 @@ impl Writer {
 }
 
 impl WriteTx<'_> {
-    /// A new job id (see `Store::reserve_job_id`).
-    pub fn reserve_job_id(&mut self) -> i64 {
-        self.ids.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
     /// Runs `op` in a savepoint of its own: if it fails, its changes are undone and the rest of
     /// the transaction goes on.
     pub fn savepoint<T, F>(&mut self, op: F) -> Result<T, StoreError>
@@ -238,13 +231,11 @@ fn savepoint<T, F>(tx: &mut WriteTx<'_>, op: F) -> Result<T, StoreError>
 where
     F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError>,
 {
-    let ids = tx.ids;
-    tx.conn.transaction(|conn| op(&mut WriteTx { conn, ids }))
+    tx.conn.transaction(|conn| op(&mut WriteTx { conn }))
 }
 
 fn run(
     mut conn: SqliteConnection,
-    ids: &AtomicI64,
     receiver: Receiver<Task>,
     max_batch: usize,
     stats: &WriterStats,
@@ -266,28 +257,20 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, ids, &mut batch, stats);
+        commit_batch(&mut conn, &mut batch, stats);
     }
     // Whatever arrived after the stop: refuse it rather than leave its requester waiting.
     drop(receiver);
 }
 
-fn commit_batch(
-    conn: &mut SqliteConnection,
-    ids: &AtomicI64,
-    batch: &mut Vec<Operation>,
-    stats: &WriterStats,
-) {
+fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Operation>, stats: &WriterStats) {
     let size = batch.len();
     let started = Instant::now();
     let mut completions: Vec<Completion> = Vec::with_capacity(size);
     let outcome = (|| -> Result<(), StoreError> {
         AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN IMMEDIATE")?;
         for op in batch.drain(..) {
-            completions.push(op(Some(&mut WriteTx {
-                conn: &mut *conn,
-                ids,
-            })));
+            completions.push(op(Some(&mut WriteTx { conn: &mut *conn })));
         }
         if let Err(error) = AnsiTransactionManager::commit_transaction(&mut *conn) {
             // diesel rolls back a failed top-level COMMIT itself; make sure nothing stays open.

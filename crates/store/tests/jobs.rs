@@ -41,7 +41,7 @@ fn statuses(store: &Store, id: i64) -> Vec<(Option<JobStatus>, JobStatus)> {
 #[test]
 fn a_job_needs_a_known_robot() {
     let store = open();
-    let outcome = insert(&store, new_job(&store, "nobody", t0()));
+    let outcome = insert(&store, new_job("nobody", t0()));
     assert_eq!(outcome, InsertJob::UnknownRobot);
     assert!(
         store
@@ -62,12 +62,12 @@ fn idempotency_keys_replay_or_conflict() {
         key: "k1".into(),
         request_hash: hash.into(),
     };
-    let mut first = new_job(&store, "A", t0());
+    let mut first = new_job("A", t0());
     first.idempotency = Some(key("h1"));
     let InsertJob::Created(created) = insert(&store, first) else {
         panic!()
     };
-    let mut retry = new_job(&store, "A", t0());
+    let mut retry = new_job("A", t0());
     retry.idempotency = Some(key("h1"));
     assert_eq!(
         insert(&store, retry),
@@ -80,13 +80,13 @@ fn idempotency_keys_replay_or_conflict() {
         .writer()
         .run(|tx| tx.remember_response("k1", "{\"first\":true}"))
         .unwrap();
-    let mut again = new_job(&store, "A", t0());
+    let mut again = new_job("A", t0());
     again.idempotency = Some(key("h1"));
     let InsertJob::Replayed(prior) = insert(&store, again) else {
         panic!()
     };
     assert_eq!(prior.response.as_deref(), Some("{\"first\":true}"));
-    let mut other = new_job(&store, "A", t0());
+    let mut other = new_job("A", t0());
     other.idempotency = Some(key("h2"));
     assert_eq!(insert(&store, other), InsertJob::KeyConflict);
 }

@@ -104,7 +104,8 @@ fn reopening_keeps_data_and_job_ids_continue() {
     store.shutdown();
     let again = Store::open(&config).unwrap();
     assert!(again.read(|c| c.robot("A")).unwrap().is_some());
-    assert!(again.reserve_job_id() > job.id);
+    let next = common::create_job(&again, "A", t0());
+    assert!(next.id > job.id);
     again.shutdown();
 }
 
@@ -133,4 +134,25 @@ fn a_full_database_refuses_writes_as_full_and_keeps_what_it_had() {
     let kept = store.read(|c| c.robot_messages("A", None, 10_000)).unwrap();
     assert_eq!(kept.len(), stored);
     store.shutdown();
+}
+
+#[test]
+fn job_ids_are_never_reused_even_after_the_newest_job_is_purged() {
+    let store = open();
+    register(&store, "A", "c");
+    let newest = common::create_job(&store, "A", t0()).id;
+    store
+        .writer()
+        .run(move |tx| tx.cancel_job(newest, t0()))
+        .unwrap();
+    let purged = store
+        .writer()
+        .run(move |tx| tx.purge_finished_jobs(t0() + chrono::TimeDelta::days(1), 10))
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    let next = common::create_job(&store, "A", t0()).id;
+    assert!(
+        next > newest,
+        "a robot would drop job {next} as a duplicate of {newest}"
+    );
 }

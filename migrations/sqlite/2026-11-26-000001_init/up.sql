@@ -25,7 +25,7 @@ CREATE INDEX robot_messages_by_robot ON robot_messages (robot_address, id);
 CREATE INDEX robot_messages_by_time ON robot_messages (received_at);
 
 CREATE TABLE jobs (
-    id             INTEGER PRIMARY KEY NOT NULL,  -- reserved by the server before the package file is written
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: robots drop duplicates by job_id
     status         TEXT NOT NULL,                 -- Pending, Executed, Succeeded, Failed, Cancelled
     package        TEXT NOT NULL,                 -- the trigger's Package object as received (JSON)
     package_name   TEXT NOT NULL,

@@ -263,10 +263,8 @@ async fn accept_job(
         )
         .into());
     }
-    let id = app.db.store().reserve_job_id();
     let package = trigger.package;
     let job = NewJob {
-        id,
         package: package.to_json(),
         package_name: package.name().to_owned(),
         robot_address: address.as_str().to_owned(),

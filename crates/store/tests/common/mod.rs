@@ -55,9 +55,8 @@ pub(crate) fn register(store: &Store, address: &str, connection_id: &str) -> boo
         .unwrap()
 }
 
-pub(crate) fn new_job(store: &Store, address: &str, run_at: DateTime<Utc>) -> NewJob {
+pub(crate) fn new_job(address: &str, run_at: DateTime<Utc>) -> NewJob {
     NewJob {
-        id: store.reserve_job_id(),
         package: r#"{"package_name":"pkg","path":"a/b.std"}"#.to_owned(),
         package_name: "pkg".to_owned(),
         robot_address: address.to_owned(),
@@ -75,7 +74,7 @@ pub(crate) fn insert(store: &Store, job: NewJob) -> InsertJob {
 }
 
 pub(crate) fn create_job(store: &Store, address: &str, run_at: DateTime<Utc>) -> JobRecord {
-    match insert(store, new_job(store, address, run_at)) {
+    match insert(store, new_job(address, run_at)) {
         InsertJob::Created(job) => job,
         other => panic!("expected a created job, got {other:?}"),
     }
