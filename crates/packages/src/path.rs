@@ -3,10 +3,16 @@
 //!
 //! The path is not used to build a file name on the server, but it is delivered to robots,
 //! which may join it under their own folder. So it is judged the way the most lenient
-//! consumer could read it: percent-decoded (repeatedly), with Unicode look-alikes of `.`, `/`,
-//! `\` and `:` folded to ASCII (as Windows "best fit" conversions and NFKC do), invisible
-//! format characters dropped, and both `/` and `\` taken as separators. Every decoding stage
-//! must pass every rule, so no reading of the string can name a parent folder or a root.
+//! consumer could read it: percent-decoded (repeatedly), with both `/` and `\` taken as
+//! separators. Every decoding stage must pass every rule, so no reading of the string can name
+//! a parent folder or a root.
+//!
+//! Characters are taken from an allow-list rather than folded: printable ASCII, and letters and
+//! digits of other scripts, except those with a compatibility form that a normalising consumer
+//! (NFKC, Windows "best fit") reads as ASCII: full-width and small forms, super- and
+//! subscripts, enclosed and mathematical letters, ligatures, modifier letters. No Unicode
+//! punctuation, symbols, marks or invisible characters: a look-alike of `.`, `/`, `\`, `:` or
+//! `%` cannot get in, nor anything that could merge with an escape.
 
 use std::borrow::Cow;
 
@@ -26,6 +32,10 @@ pub(crate) enum PathRejection {
     Nul,
     #[error("must not contain control characters or line separators, also when percent-encoded.")]
     Control,
+    #[error(
+        "may hold only printable ASCII and letters or digits of other scripts (no look-alikes of ASCII, no Unicode punctuation, symbols or invisible characters), also when percent-encoded."
+    )]
+    Character,
     #[error("has percent-encoding that does not decode to UTF-8 (such as overlong sequences).")]
     BadEncoding,
     #[error("is percent-encoded more than {MAX_DECODE_ROUNDS} times.")]
@@ -80,8 +90,10 @@ fn check_form(form: &str) -> Result<(), PathRejection> {
     if form.chars().any(is_forbidden_control) {
         return Err(PathRejection::Control);
     }
-    let folded = fold_lookalikes(form);
-    if let Some((scheme, after_colon)) = split_scheme(&folded) {
+    if !form.chars().all(allowed_char) {
+        return Err(PathRejection::Character);
+    }
+    if let Some((scheme, after_colon)) = split_scheme(form) {
         // `C:` is a drive, not a one-letter scheme; Windows would read `C:x` as a path on C.
         if scheme.len() == 1 {
             return Err(PathRejection::DriveLetter);
@@ -93,18 +105,19 @@ fn check_form(form: &str) -> Result<(), PathRejection> {
             .find(['/', '\\', '?', '#'])
             .unwrap_or(after_slashes.len());
         let (authority, rest) = after_slashes.split_at(host_end);
-        if authority.is_empty() || is_dot_run(authority) {
+        let host = host_of(authority);
+        if host.is_empty() || is_dot_run(host) {
             return Err(PathRejection::NoHost);
         }
         check_segments(rest)
     } else {
-        if folded.starts_with(['/', '\\']) {
+        if form.starts_with(['/', '\\']) {
             return Err(PathRejection::Absolute);
         }
-        if folded.starts_with('~') {
+        if form.starts_with('~') {
             return Err(PathRejection::HomeDir);
         }
-        check_segments(&folded)
+        check_segments(form)
     }
 }
 
@@ -207,42 +220,53 @@ fn hex_number(digits: Option<&[u8]>) -> Option<u32> {
     })
 }
 
-/// Folds the characters that some consumer could read as `.`, `/`, `\` or `:` (full-width
-/// forms, leaders, small forms, currency signs that Windows code pages 932/949 show as `\`)
-/// and drops invisible format characters, which some tools strip before using a path.
-fn fold_lookalikes(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() {
-        return Cow::Borrowed(s);
+/// The host of an authority: without `user:password@` and without `:port` (an IPv6 literal
+/// keeps its brackets). `http://..:80/x` has the host `..`.
+fn host_of(authority: &str) -> &str {
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, after)| after);
+    if host_and_port.starts_with('[') {
+        return host_and_port
+            .find(']')
+            .map_or(host_and_port, |end| &host_and_port[..=end]);
     }
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            // Full-width ASCII block: U+FF01..=U+FF5E are U+0021..=U+007E shifted.
-            '\u{ff01}'..='\u{ff5e}' => {
-                out.push(char::from_u32(c as u32 - 0xfee0).unwrap_or(c));
-            }
-            '\u{2024}' | '\u{fe52}' | '\u{3002}' | '\u{ff61}' => out.push('.'),
-            '\u{2025}' | '\u{fe30}' => out.push_str(".."),
-            '\u{2026}' => out.push_str("..."),
-            '\u{2215}' | '\u{2044}' | '\u{29f8}' => out.push('/'),
-            '\u{2216}' | '\u{29f5}' | '\u{29f9}' | '\u{fe68}' | '\u{a5}' | '\u{20a9}' => {
-                out.push('\\');
-            }
-            '\u{fe55}' | '\u{fe13}' | '\u{2236}' | '\u{a789}' => out.push(':'),
-            '\u{ad}'
-            | '\u{34f}'
-            | '\u{61c}'
-            | '\u{180e}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{fe00}'..='\u{fe0f}'
-            | '\u{feff}' => {}
-            _ => out.push(c),
-        }
+    host_and_port
+        .split_once(':')
+        .map_or(host_and_port, |(host, _)| host)
+}
+
+/// The character allow-list (see the module documentation).
+fn allowed_char(c: char) -> bool {
+    if c.is_ascii() {
+        return !c.is_ascii_control();
     }
-    Cow::Owned(out)
+    c.is_alphanumeric() && !has_ascii_compatibility_form(c)
+}
+
+/// Letters and digits whose compatibility decomposition (NFKC) can yield ASCII letters or
+/// digits: a `%` followed by them could read as an escape, and some spell drive letters.
+fn has_ascii_compatibility_form(c: char) -> bool {
+    matches!(c,
+        '\u{aa}' | '\u{b2}' | '\u{b3}' | '\u{b5}' | '\u{b9}' | '\u{ba}' | '\u{bc}'..='\u{be}'
+        | '\u{132}'..='\u{133}' | '\u{13f}'..='\u{140}' | '\u{149}' | '\u{17f}'
+        | '\u{1c4}'..='\u{1cc}' | '\u{1f1}'..='\u{1f3}'
+        | '\u{2b0}'..='\u{2ff}'       // modifier letters
+        | '\u{1d2c}'..='\u{1dbf}'     // phonetic modifier letters
+        | '\u{2070}'..='\u{209f}'     // superscripts and subscripts
+        | '\u{2100}'..='\u{218f}'     // letterlike symbols, number forms
+        | '\u{2460}'..='\u{24ff}'     // enclosed alphanumerics
+        | '\u{2c7c}'..='\u{2c7d}' | '\u{2d6f}' | '\u{a69c}'..='\u{a69d}' | '\u{a770}'
+        | '\u{a7f8}'..='\u{a7f9}' | '\u{ab5c}'..='\u{ab5f}'
+        | '\u{3200}'..='\u{33ff}'     // enclosed CJK letters, CJK compatibility
+        | '\u{fb00}'..='\u{fb4f}'     // alphabetic presentation forms (ligatures)
+        | '\u{fe10}'..='\u{fe1f}'     // vertical forms
+        | '\u{fe30}'..='\u{fe6f}'     // CJK compatibility and small forms
+        | '\u{ff00}'..='\u{ffef}'     // half-width and full-width forms
+        | '\u{1d400}'..='\u{1d7ff}'   // mathematical alphanumeric symbols
+        | '\u{1f100}'..='\u{1f1ff}'   // enclosed alphanumeric supplement
+        | '\u{1fbf0}'..='\u{1fbf9}'   // segmented digits
+    )
 }
 
 #[cfg(test)]
