@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod api;
+pub mod checker;
+pub mod clock;
+pub mod error;
+pub mod faketime;
+pub mod faults;
+pub mod fleet;
+pub mod http;
+pub mod proxy;
+pub mod report;
+pub mod runner;
+pub mod server;
