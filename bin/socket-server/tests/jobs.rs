@@ -365,7 +365,9 @@ async fn cancel_and_force_work_through_both_route_families() {
         (404, json!("Failed to force job"))
     );
 
-    // Force for an offline robot: due now, still Pending, sent when it connects.
+    // Force for an offline robot: due now, still Pending, sent when it connects. (The robot
+    // reads on first: its pongs confirm the packages it got, which are not sent again.)
+    assert_eq!(next_text(&mut ws, Duration::from_millis(300)).await, None);
     drop(ws);
     server.wait_online(ROBOT, false).await;
     let c = create(&server, &later()).await["id"].as_i64().unwrap();
@@ -723,4 +725,67 @@ async fn extended_robots_acknowledge_and_get_unacknowledged_packages_again() {
         serde_json::from_str(&next_text(&mut ws, Duration::from_secs(5)).await.unwrap()).unwrap();
     assert_eq!(error["_event"], "error");
     assert_eq!(error["value"]["code"], "not_json");
+}
+
+#[tokio::test]
+async fn a_package_written_to_a_robot_that_went_silent_is_sent_again() {
+    let server = Server::start(&["--ping-interval", "300ms"]);
+    let silent = server.robot("R", ROBOT).await;
+    let id = create(&server, &trigger(in_secs(0))).await["id"]
+        .as_i64()
+        .unwrap();
+    wait_status(&server, id, "Executed").await;
+    // The robot never reads again, so it never answers the ping that followed the package:
+    // nothing proves the package arrived.
+    server.wait_online(ROBOT, false).await;
+    let waiting = wait_status(&server, id, "Pending").await;
+    assert_eq!(waiting["attempts"], 1);
+    drop(silent);
+    let mut ws = server.robot("R", ROBOT).await;
+    assert_eq!(
+        next_package(&mut ws, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .0,
+        id
+    );
+    let sent = wait_status(&server, id, "Executed").await;
+    assert_eq!(sent["attempts"], 2);
+}
+
+#[tokio::test]
+async fn a_robot_with_a_backlog_gets_it_as_fast_as_it_reads_without_churn() {
+    let server = Server::start(&["--outbound-queue", "2"]);
+    let ws = server.robot("R", ROBOT).await;
+    drop(ws);
+    server.wait_online(ROBOT, false).await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(
+            create(&server, &trigger(in_secs(0))).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let mut ws = server.robot("R", ROBOT).await;
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let (id, _, _) = next_package(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("the backlog keeps coming");
+        got.push(id);
+    }
+    got.sort_unstable();
+    assert_eq!(got, ids, "each once");
+    for id in ids {
+        let events = job(&server, id).await["events"].as_array().unwrap().clone();
+        let handed_back = events
+            .iter()
+            .filter(|e| e["reason"].as_str().unwrap().contains("queue was full"))
+            .count();
+        assert_eq!(
+            handed_back, 0,
+            "job {id} was claimed and handed back: {events:?}"
+        );
+    }
 }

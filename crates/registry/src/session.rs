@@ -85,6 +85,9 @@ pub struct Session {
     capacity: usize,
     state: Mutex<State>,
     closed: AtomicBool,
+    /// Jobs wait because this robot's queue was full: the connection asks for them once it has
+    /// written what is queued.
+    backlog: AtomicBool,
     /// Wakes the connection task: something was queued, or a close was requested.
     wake: Notify,
 }
@@ -96,6 +99,7 @@ impl Session {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
+            backlog: AtomicBool::new(false),
             wake: Notify::new(),
         }
     }
@@ -143,6 +147,23 @@ impl Session {
 
     pub fn queued(&self) -> usize {
         self.state().queue.len()
+    }
+
+    /// Frames the queue can still take.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.queued())
+    }
+
+    /// Records that jobs wait for room in this robot's queue, and wakes the connection so it
+    /// asks for them as soon as it has written what is queued.
+    pub fn set_backlog(&self) {
+        self.backlog.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// True (once) when jobs were waiting for room.
+    pub fn take_backlog(&self) -> bool {
+        self.backlog.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the connection task to close the socket with `code`. The first request wins.

@@ -132,3 +132,19 @@ fn sessions_are_shared_safely_between_threads() {
     }
     assert_eq!(session.queued(), 4000);
 }
+
+#[tokio::test]
+async fn a_backlog_is_flagged_once_and_wakes_the_connection() {
+    let registry = Registry::new(2);
+    let session = registry.connect();
+    assert_eq!(session.room(), 2);
+    session.push(frame(1)).unwrap();
+    assert_eq!(session.room(), 1);
+    assert!(!session.take_backlog());
+    session.set_backlog();
+    tokio::time::timeout(Duration::from_secs(1), session.woken())
+        .await
+        .expect("the connection was woken");
+    assert!(session.take_backlog());
+    assert!(!session.take_backlog(), "taken once");
+}

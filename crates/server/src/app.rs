@@ -149,7 +149,6 @@ impl Server {
             Arc::clone(&registry),
             policy,
             Arc::clone(&metrics),
-            config.limits.outbound_queue,
         );
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rpa_protocol::{RobotAddress, ServerMessage};
-use rpa_registry::{Outbound, PushError, Registry, Sending};
+use rpa_registry::{Outbound, PushError, Registry, Sending, Session};
 use rpa_scheduler::{Due, DueKind, DueSource, Wakeup};
-use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, StoreError};
+use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, Reach, StoreError};
 use tokio::sync::mpsc;
 
 use crate::db::Db;
@@ -43,8 +43,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     wakeup: std::sync::OnceLock<Wakeup>,
     written: mpsc::UnboundedSender<Written>,
-    /// Jobs claimed at most when a robot registers; more wait for the scheduler.
-    claim_on_register: usize,
 }
 
 impl Dispatcher {
@@ -56,7 +54,6 @@ impl Dispatcher {
         registry: Arc<Registry>,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
-        claim_on_register: usize,
     ) -> (Dispatcher, mpsc::UnboundedReceiver<Written>) {
         let (written, receiver) = mpsc::unbounded_channel();
         let inner = Inner {
@@ -67,7 +64,6 @@ impl Dispatcher {
             metrics,
             wakeup: std::sync::OnceLock::new(),
             written,
-            claim_on_register: claim_on_register.max(1),
         };
         (
             Dispatcher {
@@ -100,29 +96,32 @@ impl Dispatcher {
         }
     }
 
-    /// A robot registered: send what waited for it.
-    pub(crate) async fn robot_registered(&self, address: &RobotAddress) {
+    /// A robot can take packages (it registered, or its queue drained): send what waited for
+    /// it, as much as its queue has room for. If more waits, the connection asks again once it
+    /// has written these.
+    pub(crate) async fn robot_ready(
+        &self,
+        session: &Session,
+        address: &RobotAddress,
+        why: &'static str,
+    ) {
         let inner = &self.inner;
         let now = Utc::now();
         let robot = address.as_str().to_owned();
         let policy = inner.policy;
-        let limit = inner.claim_on_register;
-        let overflow_at = now + FULL_QUEUE_RETRY;
-        let outcomes = inner
+        let limit = session.room();
+        let claim = inner
             .db
-            .write(move |tx| tx.claim_for_robot(&robot, now, &policy, limit, overflow_at))
+            .write(move |tx| tx.claim_for_robot(&robot, now, &policy, limit, why))
             .await;
-        match outcomes {
+        match claim {
             Ok(claim) => {
-                if !claim.deferred.is_empty() {
-                    log::info!(
-                        "robot {address}: {} waiting jobs sent now, {} more follow as it takes them",
-                        claim.outcomes.len(),
-                        claim.deferred.len()
+                if claim.more {
+                    log::debug!(
+                        "robot {address}: {} waiting jobs sent, more follow as it takes them",
+                        claim.outcomes.len()
                     );
-                }
-                for id in claim.deferred {
-                    self.wake(id, overflow_at);
+                    session.set_backlog();
                 }
                 self.handle_outcomes(claim.outcomes, now);
             }
@@ -143,8 +142,8 @@ impl Dispatcher {
                 if !matches!(outcome, ChangeOutcome::Changed(_)) {
                     return Ok((outcome, None));
                 }
-                let online = |address: &str| registry.is_online(&RobotAddress::new(address));
-                let due = tx.process_due(id, now, &online, &policy)?;
+                let mut reach = Rooms::new(&registry);
+                let due = tx.process_due(id, now, &mut |address| reach.take(address), &policy)?;
                 let job = tx.job(id)?.map(Box::new);
                 Ok((
                     job.map_or(ChangeOutcome::NotFound, ChangeOutcome::Changed),
@@ -328,6 +327,42 @@ fn package_name(package: &str) -> Option<String> {
     Some(value.get("package_name")?.as_str()?.to_owned())
 }
 
+/// The room left in each robot's queue while one write decides on many due jobs: a robot is
+/// not handed more than its queue takes, and one whose queue is full is told it has a backlog.
+struct Rooms<'a> {
+    registry: &'a Registry,
+    left: std::collections::HashMap<String, (Option<Arc<Session>>, usize)>,
+}
+
+impl<'a> Rooms<'a> {
+    fn new(registry: &'a Registry) -> Rooms<'a> {
+        Rooms {
+            registry,
+            left: std::collections::HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, address: &str) -> Reach {
+        let registry = self.registry;
+        let (session, left) = self.left.entry(address.to_owned()).or_insert_with(|| {
+            let session = registry.robot(&RobotAddress::new(address));
+            let room = session.as_ref().map_or(0, |s| s.room());
+            (session, room)
+        });
+        match session {
+            None => Reach::Offline,
+            Some(session) if *left == 0 => {
+                session.set_backlog();
+                Reach::Busy
+            }
+            Some(_) => {
+                *left -= 1;
+                Reach::Ready
+            }
+        }
+    }
+}
+
 /// Records written sendings in batches: one write for everything written since the last one.
 ///
 /// At `stop` it records what was written so far and ends.
@@ -433,7 +468,7 @@ impl DueSource for Dispatcher {
             .inner
             .db
             .write(move |tx| {
-                let online = |address: &str| registry.is_online(&RobotAddress::new(address));
+                let mut reach = Rooms::new(&registry);
                 let mut fired = Vec::new();
                 let mut jobs = Vec::with_capacity(due.len());
                 for entry in &due {
@@ -460,7 +495,8 @@ impl DueSource for Dispatcher {
                 let mut outcomes = Vec::with_capacity(jobs.len());
                 for id in jobs {
                     // One job's failure must not hold back the others.
-                    match tx.savepoint(|tx| tx.process_due(id, now, &online, &policy)) {
+                    let decide = &mut |address: &str| reach.take(address);
+                    match tx.savepoint(|tx| tx.process_due(id, now, decide, &policy)) {
                         Ok(outcome) => outcomes.push(outcome),
                         Err(error) => log::error!("job {id}: cannot process it: {error}"),
                     }

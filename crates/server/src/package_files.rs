@@ -26,7 +26,17 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct PackageFiles {
     wake: Notify,
+    /// The folder cannot be written ...
     failing: AtomicBool,
+    /// ... because its disk is full.
+    full: AtomicBool,
+}
+
+/// Why a round failed: the folder (triggers are refused until it works again), or the
+/// database (the files are written; recording that waits for the database to come back).
+enum Failure {
+    Folder { full: bool, error: String },
+    Database(String),
 }
 
 impl PackageFiles {
@@ -35,9 +45,11 @@ impl PackageFiles {
         self.wake.notify_one();
     }
 
-    /// False while the last attempt to write a package file failed.
-    pub(crate) fn healthy(&self) -> bool {
-        !self.failing.load(Ordering::Acquire)
+    /// `None` while package files can be written; otherwise whether the folder's disk is full.
+    pub(crate) fn failing(&self) -> Option<bool> {
+        self.failing
+            .load(Ordering::Acquire)
+            .then(|| self.full.load(Ordering::Acquire))
     }
 }
 
@@ -49,48 +61,46 @@ pub(crate) async fn run(
 ) {
     loop {
         let stopping = *stop.borrow();
-        match write_round(&db, &dir).await {
+        let idle = match write_round(&db, &dir).await {
             Ok(written) => {
                 if files.failing.swap(false, Ordering::AcqRel) {
                     log::info!("the packages folder is writable again");
                 }
-                if written == BATCH as usize {
-                    continue;
-                }
+                written < BATCH as usize
             }
-            Err(error) => {
+            Err(Failure::Folder { full, error }) => {
+                files.full.store(full, Ordering::Release);
                 if !files.failing.swap(true, Ordering::AcqRel) {
                     log::error!(
                         "cannot write package files: {error}; triggers are refused until this is fixed"
                     );
                 }
-                if stopping {
-                    return;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+                true
             }
-        }
+            Err(Failure::Database(error)) => {
+                log::warn!("package files: cannot read or update their queue: {error}; retrying");
+                true
+            }
+        };
         if stopping {
             return;
         }
-        tokio::select! {
-            () = files.wake.notified() => {}
-            () = tokio::time::sleep(RETRY) => {}
-            _ = stop.changed() => {}
+        if idle {
+            tokio::select! {
+                () = files.wake.notified() => {}
+                () = tokio::time::sleep(RETRY) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 }
 
 /// Writes the next batch of unwritten files. Returns how many were written.
-async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, String> {
+async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, Failure> {
     let files = db
         .read(|conn| conn.unwritten_package_files(BATCH))
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| Failure::Database(error.to_string()))?;
     if files.is_empty() {
         return Ok(0);
     }
@@ -112,18 +122,23 @@ async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, String> {
                     log::error!("job {}: unsafe package name, no file written", file.job_id);
                     written.push(file.job_id);
                 }
-                Err(error) => failure = Some(error.to_string()),
+                Err(error) => {
+                    failure = Some(Failure::Folder {
+                        full: error.is_storage_full(),
+                        error: error.to_string(),
+                    });
+                }
             }
         }
         (written, failure)
     })
     .await
-    .map_err(|error| error.to_string())?;
+    .map_err(|error| Failure::Database(error.to_string()))?;
     let count = written.len();
     if !written.is_empty() {
         db.write(move |tx| tx.mark_package_files_written(&written))
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| Failure::Database(error.to_string()))?;
     }
     match failure {
         Some(error) => Err(error),

@@ -31,8 +31,8 @@ pub use schedules::{
     InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,
 };
 pub use transitions::{
-    AckOutcome, ChangeOutcome, Claimed, DeclineOutcome, DeliveryPolicy, DueOutcome, ReportOutcome,
-    RobotClaim,
+    AckOutcome, ChangeOutcome, Claimed, DeclineOutcome, DeliveryPolicy, DueOutcome, Reach,
+    ReportOutcome, RobotClaim,
 };
 pub use writer::{
     BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,

@@ -66,6 +66,31 @@ pub struct Claimed {
     pub run_at: DateTime<Utc>,
 }
 
+/// Whether a job's robot can take a package now, as the registry sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// No live connection.
+    Offline,
+    /// Connected, but its outbound queue is full: the job waits until the robot takes the
+    /// packages before it (the connection says so), instead of being claimed and handed back.
+    Busy,
+    /// Connected with room in its queue.
+    Ready,
+}
+
+impl Reach {
+    fn parked_reason(self) -> &'static str {
+        match self {
+            Reach::Busy => {
+                "due, but the robot's queue is full: sent as soon as it takes the packages before it"
+            }
+            Reach::Offline | Reach::Ready => {
+                "due, but the robot is offline: waiting for it to connect"
+            }
+        }
+    }
+}
+
 /// What the scheduler's look at a job decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DueOutcome {
@@ -120,8 +145,8 @@ pub enum DeclineOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RobotClaim {
     pub outcomes: Vec<DueOutcome>,
-    /// Jobs beyond the limit, now due at the given `overflow_at`.
-    pub deferred: Vec<i64>,
+    /// More jobs wait beyond the limit.
+    pub more: bool,
 }
 
 /// The result of a cancel or force request.
@@ -284,13 +309,13 @@ impl WriteTx<'_> {
     }
 
     /// A Pending job that may be sent now: fail it as missed past the misfire grace, else claim
-    /// it when its robot is online, else park it until the robot registers.
+    /// it when its robot can take it, else park it until the robot registers or has room.
     fn start_sending(
         &mut self,
         id: i64,
         job: &Current,
         now: DateTime<Utc>,
-        robot_online: bool,
+        reach: Reach,
         policy: &DeliveryPolicy,
         why: &str,
     ) -> Result<DueOutcome, StoreError> {
@@ -308,7 +333,7 @@ impl WriteTx<'_> {
             self.fail(id, job.status, now, &reason)?;
             return Ok(DueOutcome::Failed(reason));
         }
-        if robot_online {
+        if reach == Reach::Ready {
             return self.claim(id, job, now, policy, why);
         }
         if job.wake_at.is_some() {
@@ -319,33 +344,39 @@ impl WriteTx<'_> {
                 now,
                 Some(job.status),
                 JobStatus::Pending,
-                "due, but the robot is offline: waiting for it to connect",
+                reach.parked_reason(),
             )?;
         }
         Ok(DueOutcome::Parked)
     }
 
-    /// The scheduler reached the job's `wake_at`. `robot_online` answers whether a robot address
-    /// has a live connection; it is asked inside the transaction, after the job's row was read,
-    /// so the decision and the registry's state cannot drift apart.
+    /// The scheduler reached the job's `wake_at`. `reach` answers whether the job's robot can
+    /// take a package; it is asked inside the transaction, after the job's row was read (and only
+    /// for a job that is really due), so the decision and the registry cannot drift apart.
     pub fn process_due(
         &mut self,
         id: i64,
         now: DateTime<Utc>,
-        robot_online: &dyn Fn(&str) -> bool,
+        reach: &mut dyn FnMut(&str) -> Reach,
         policy: &DeliveryPolicy,
     ) -> Result<DueOutcome, StoreError> {
         let Some(job) = current(self.conn, id)? else {
             return Ok(DueOutcome::Stale);
         };
-        let robot_online = robot_online(&job.robot_address);
         let due = job.wake_at.is_some_and(|wake| wake <= to_micros(now));
         if !due {
             return Ok(DueOutcome::Stale);
         }
+        let reach = match (job.status, job.delivery) {
+            (JobStatus::Pending, _)
+            | (JobStatus::Executed, Delivery::AwaitingAck | Delivery::Claimed) => {
+                reach(&job.robot_address)
+            }
+            _ => Reach::Offline,
+        };
         match (job.status, job.delivery) {
             (JobStatus::Pending, _) => {
-                self.start_sending(id, &job, now, robot_online, policy, "sent to the robot")
+                self.start_sending(id, &job, now, reach, policy, "sent to the robot")
             }
             // No acknowledgement in time, or a claim never confirmed: the package may not have
             // arrived, so it goes again.
@@ -358,7 +389,7 @@ impl WriteTx<'_> {
                     self.fail(id, job.status, now, &reason)?;
                     return Ok(DueOutcome::Failed(reason));
                 }
-                if robot_online {
+                if reach == Reach::Ready {
                     let why = format!(
                         "resent: no acknowledgement within {}",
                         seconds(policy.ack_timeout)
@@ -372,7 +403,7 @@ impl WriteTx<'_> {
                     now,
                     Some(job.status),
                     JobStatus::Pending,
-                    "not acknowledged and the robot is offline: resending when it connects",
+                    "not acknowledged, and the robot cannot take it now: resending when it can",
                 )?;
                 Ok(DueOutcome::Parked)
             }
@@ -387,44 +418,35 @@ impl WriteTx<'_> {
         }
     }
 
-    /// A robot just registered: claim its Pending jobs that are due (parked while it was away,
-    /// or due right now), oldest first, at most `limit`. Any beyond the limit become due again
-    /// at `overflow_at`, for the scheduler to send once the robot has taken the first ones.
+    /// A robot can take packages (it just registered, or its queue drained): claim its Pending
+    /// jobs that are due (parked while it was away or busy, or due right now), oldest first, at
+    /// most `limit`, the room in its queue. `more` tells that others wait beyond the limit.
     pub fn claim_for_robot(
         &mut self,
         robot_address: &str,
         now: DateTime<Utc>,
         policy: &DeliveryPolicy,
         limit: usize,
-        overflow_at: DateTime<Utc>,
+        why: &str,
     ) -> Result<RobotClaim, StoreError> {
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let mut ids: Vec<i64> = jobs::table
             .filter(jobs::robot_address.eq(robot_address))
             .filter(jobs::status.eq(JobStatus::Pending.as_str()))
             .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
             .order(jobs::id.asc())
             .select(jobs::id)
+            .limit(fetch)
             .load(self.conn)?;
-        let deferred = ids.split_off(limit.min(ids.len()));
-        for chunk in deferred.chunks(500) {
-            diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
-                .set(jobs::wake_at.eq(Some(to_micros(overflow_at))))
-                .execute(self.conn)?;
-        }
+        let more = ids.len() > limit;
+        ids.truncate(limit);
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(job) = current(self.conn, id)? {
-                outcomes.push(self.start_sending(
-                    id,
-                    &job,
-                    now,
-                    true,
-                    policy,
-                    "sent to the robot when it connected",
-                )?);
+                outcomes.push(self.start_sending(id, &job, now, Reach::Ready, policy, why)?);
             }
         }
-        Ok(RobotClaim { outcomes, deferred })
+        Ok(RobotClaim { outcomes, more })
     }
 
     /// The connection wrote sending `attempt` of the job to the robot's socket.
@@ -633,10 +655,12 @@ impl WriteTx<'_> {
         })
     }
 
-    /// An extended robot's connection closed before it acknowledged these sendings (job id,
-    /// sending number). Each is Pending again and due at once, so the scheduler sends it on the
-    /// robot's next connection (or parks it until there is one); at the limit of sendings it
-    /// fails. Returns the jobs changed and their new status.
+    /// A robot's connection ended before the robot confirmed these sendings (job id, sending
+    /// number): an extended robot did not acknowledge them, or a field robot did not answer the
+    /// ping that followed them. Each is Pending again and due at once, so the scheduler sends it
+    /// on the robot's next connection (or parks it until there is one); at the limit of
+    /// sendings it fails. A job the robot reported on meanwhile is left alone. Returns the jobs
+    /// changed and their new status.
     pub fn connection_lost(
         &mut self,
         sendings: &[(i64, i32)],
@@ -649,14 +673,17 @@ impl WriteTx<'_> {
                 continue;
             };
             let unconfirmed = job.status == JobStatus::Executed
-                && matches!(job.delivery, Delivery::Claimed | Delivery::AwaitingAck)
+                && matches!(
+                    job.delivery,
+                    Delivery::Claimed | Delivery::AwaitingAck | Delivery::Written
+                )
                 && job.attempts == attempt;
             if !unconfirmed {
                 continue;
             }
             if attempt >= policy.max_attempts {
                 let reason = format!(
-                    "the connection closed before the robot acknowledged; {attempt} sendings, the limit, were made"
+                    "the connection ended before the robot confirmed receipt; {attempt} sendings, the limit, were made"
                 );
                 self.fail(id, JobStatus::Executed, now, &reason)?;
                 changed.push((id, JobStatus::Failed));
@@ -668,7 +695,7 @@ impl WriteTx<'_> {
                     now,
                     Some(JobStatus::Executed),
                     JobStatus::Pending,
-                    "the connection closed before the robot acknowledged: sending again",
+                    "the connection ended before the robot confirmed receipt: sending again",
                 )?;
                 changed.push((id, JobStatus::Pending));
             }

@@ -5,7 +5,7 @@ mod common;
 use common::{create_job, insert, job, new_job, open, register, secs, t0};
 use rpa_store::{
     AckOutcome, ChangeOutcome, DeclineOutcome, Delivery, DeliveryPolicy, DueOutcome,
-    IdempotencyKey, InsertJob, JobFilter, JobStatus, ReportOutcome, Store,
+    IdempotencyKey, InsertJob, JobFilter, JobStatus, Reach, ReportOutcome, Store,
 };
 
 fn policy() -> DeliveryPolicy {
@@ -18,7 +18,10 @@ fn policy() -> DeliveryPolicy {
 fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>, online: bool) -> DueOutcome {
     store
         .writer()
-        .run(move |tx| tx.process_due(id, at, &|_| online, &policy()))
+        .run(move |tx| {
+            let reach = if online { Reach::Ready } else { Reach::Offline };
+            tx.process_due(id, at, &mut |_| reach, &policy())
+        })
         .unwrap()
 }
 
@@ -172,7 +175,7 @@ fn an_offline_robot_parks_its_job_until_it_registers() {
 
     let outcomes = store
         .writer()
-        .run(|tx| tx.claim_for_robot("A", t0() + secs(60), &policy(), 100, t0()))
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(60), &policy(), 100, "sent"))
         .unwrap()
         .outcomes;
     assert_eq!(outcomes.len(), 1);
@@ -180,7 +183,7 @@ fn an_offline_robot_parks_its_job_until_it_registers() {
 }
 
 #[test]
-fn claiming_for_a_robot_hands_what_is_over_the_limit_to_the_scheduler() {
+fn claiming_for_a_robot_takes_what_fits_and_says_more_are_waiting() {
     let store = open();
     register(&store, "A", "c");
     let ids: Vec<i64> = (0..5).map(|_| create_job(&store, "A", t0()).id).collect();
@@ -190,15 +193,30 @@ fn claiming_for_a_robot_hands_what_is_over_the_limit_to_the_scheduler() {
     }
     let claim = store
         .writer()
-        .run(|tx| tx.claim_for_robot("A", t0() + secs(1), &policy(), 2, t0() + secs(2)))
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(1), &policy(), 2, "sent"))
         .unwrap();
     assert_eq!(claim.outcomes.len(), 2);
-    assert_eq!(claim.deferred, ids[2..].to_vec());
-    let due_later = store.read(|c| c.due_jobs(t0() + secs(2), 10)).unwrap();
-    assert_eq!(
-        due_later.iter().map(|d| d.id).collect::<Vec<_>>(),
-        ids[2..].to_vec()
-    );
+    assert!(claim.more);
+    let rest = store
+        .writer()
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(1), &policy(), 10, "sent"))
+        .unwrap();
+    assert_eq!(rest.outcomes.len(), 3);
+    assert!(!rest.more);
+}
+
+#[test]
+fn a_busy_robot_parks_its_due_job_with_the_reason() {
+    let store = open();
+    register(&store, "A", "c");
+    let id = create_job(&store, "A", t0()).id;
+    let outcome = store
+        .writer()
+        .run(move |tx| tx.process_due(id, t0(), &mut |_| Reach::Busy, &policy()))
+        .unwrap();
+    assert_eq!(outcome, DueOutcome::Parked);
+    let events = store.read(|c| c.job_events(id)).unwrap();
+    assert!(events.last().unwrap().reason.contains("queue is full"));
 }
 
 #[test]
@@ -208,9 +226,9 @@ fn claiming_for_a_robot_leaves_its_future_jobs_alone() {
     let future = create_job(&store, "A", t0() + secs(60));
     let claim = store
         .writer()
-        .run(|tx| tx.claim_for_robot("A", t0(), &policy(), 100, t0()))
+        .run(|tx| tx.claim_for_robot("A", t0(), &policy(), 100, "sent"))
         .unwrap();
-    assert!(claim.outcomes.is_empty() && claim.deferred.is_empty());
+    assert!(claim.outcomes.is_empty() && !claim.more);
     assert_eq!(job(&store, future.id).status, JobStatus::Pending);
 }
 
@@ -230,13 +248,13 @@ fn the_misfire_grace_fails_old_jobs_as_missed_but_not_forced_ones() {
         .unwrap();
     let outcome = store
         .writer()
-        .run(move |tx| tx.process_due(old.id, t0() + secs(600), &|_| true, &strict))
+        .run(move |tx| tx.process_due(old.id, t0() + secs(600), &mut |_| Reach::Ready, &strict))
         .unwrap();
     assert!(matches!(outcome, DueOutcome::Failed(reason) if reason.starts_with("missed")));
     assert_eq!(job(&store, old.id).status, JobStatus::Failed);
     let outcome = store
         .writer()
-        .run(move |tx| tx.process_due(forced.id, t0() + secs(600), &|_| true, &strict))
+        .run(move |tx| tx.process_due(forced.id, t0() + secs(600), &mut |_| Reach::Ready, &strict))
         .unwrap();
     assert!(matches!(outcome, DueOutcome::Send(_)));
 }
@@ -358,7 +376,7 @@ fn a_dropped_connection_resends_what_was_not_acknowledged() {
     );
     let outcomes = store
         .writer()
-        .run(|tx| tx.claim_for_robot("A", t0() + secs(2), &policy(), 10, t0()))
+        .run(|tx| tx.claim_for_robot("A", t0() + secs(2), &policy(), 10, "sent"))
         .unwrap()
         .outcomes;
     assert_eq!(claimed(outcomes[0].clone()).attempt, 2);

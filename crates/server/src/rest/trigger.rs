@@ -256,12 +256,25 @@ async fn accept_job(
     now: chrono::DateTime<Utc>,
 ) -> Result<Accepted, Refused> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
-    if !app.package_files.healthy() {
-        return Err(Problem::unavailable(
-            "packages_unwritable",
-            "package files cannot be written (see the server log); nothing was stored",
-        )
-        .into());
+    match app.package_files.failing() {
+        None => {}
+        Some(true) => {
+            return Err(Problem {
+                status: warp::http::StatusCode::INSUFFICIENT_STORAGE,
+                ..Problem::unavailable(
+                    "storage_full",
+                    "the packages folder's disk is full; nothing was stored",
+                )
+            }
+            .into());
+        }
+        Some(false) => {
+            return Err(Problem::unavailable(
+                "packages_unwritable",
+                "package files cannot be written (see the server log); nothing was stored",
+            )
+            .into());
+        }
     }
     let package = trigger.package;
     let job = NewJob {

@@ -12,9 +12,10 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rpa_protocol::{Dialect, RobotAddress};
-use rpa_registry::{CloseRequest, Outbound, Session};
+use rpa_registry::{CloseRequest, Outbound, Sending, Session};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -78,6 +79,12 @@ pub(super) struct Connection {
     rate: Bucket,
     /// Sendings written to an extended robot and not yet acknowledged: job id -> sending number.
     pub(super) awaiting_ack: HashMap<i64, i32>,
+    /// Sendings written to a field robot, with the confirmation ping that followed them. The
+    /// robot's pong to that ping proves it read past them (pongs answer pings in stream order);
+    /// if the connection ends first, they are sent again.
+    unconfirmed: Vec<(Sending, u64)>,
+    /// The number of the next confirmation ping.
+    next_confirmation: u64,
 }
 
 /// A short tag naming the connection in log lines: `conn=<id> robot=<address>`.
@@ -112,6 +119,8 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
         bad_frames: VecDeque::new(),
         rate,
         awaiting_ack: HashMap::new(),
+        unconfirmed: Vec::new(),
+        next_confirmation: 1,
     };
     log::info!("{}: connected from {peer}", connection.tag());
     let end = connection.serve().await;
@@ -179,7 +188,11 @@ impl Connection {
             Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(_) => self.bad_frame(rpa_protocol::FrameError::Binary, "").await,
             // tungstenite answers pings itself; pongs only prove the robot is alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Pong(payload) => {
+                self.confirmed(&payload);
+                Ok(())
+            }
+            Message::Ping(_) | Message::Frame(_) => Ok(()),
             Message::Close(frame) => Err(End::Peer(match frame {
                 Some(frame) => format!("code {}", u16::from(frame.code)),
                 None => "no code".to_owned(),
@@ -246,6 +259,9 @@ impl Connection {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 End::Peer("connection closed".to_owned())
             }
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                End::Peer("connection reset without a close frame".to_owned())
+            }
             // RFC 6455: a protocol violation (unmasked frame, reserved opcode or bits, a
             // control frame over 125 bytes) closes with 1002, invalid UTF-8 with 1007.
             WsError::Protocol(detail) => {
@@ -270,6 +286,8 @@ impl Connection {
 
     /// Writes what is queued for the robot, confirming each sending once written.
     async fn flush_queue(&mut self) -> Result<(), End> {
+        let confirm_with = self.next_confirmation;
+        let mut field_sendings = false;
         while let Some(item) = self.session.pop() {
             let Outbound { text, job } = item;
             if let Err(end) = self.send(Message::text(text)).await {
@@ -287,6 +305,9 @@ impl Connection {
                 let extended = self.robot.as_ref().is_some_and(|r| r.extended);
                 if extended {
                     self.awaiting_ack.insert(sending.job_id, sending.attempt);
+                } else {
+                    self.unconfirmed.push((sending, confirm_with));
+                    field_sendings = true;
                 }
                 self.app.dispatcher.written(Written {
                     sending,
@@ -295,7 +316,35 @@ impl Connection {
                 });
             }
         }
+        if field_sendings {
+            self.next_confirmation += 1;
+            let payload = confirm_with.to_be_bytes().to_vec();
+            self.send(Message::Ping(payload.into())).await?;
+        }
+        // Jobs waited for room in this robot's queue, and it is empty now: hand over more.
+        if let Some(robot) = &self.robot
+            && self.session.take_backlog()
+        {
+            let address = robot.address.clone();
+            self.app
+                .dispatcher
+                .robot_ready(
+                    &self.session,
+                    &address,
+                    "sent to the robot once its queue had room",
+                )
+                .await;
+        }
         Ok(())
+    }
+
+    /// A pong to confirmation ping `number` confirms the field sendings written before it.
+    fn confirmed(&mut self, payload: &[u8]) {
+        let Ok(bytes) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        let number = u64::from_be_bytes(bytes);
+        self.unconfirmed.retain(|(_, ping)| *ping > number);
     }
 
     /// Writes one frame, bounded in time: a robot that does not read is disconnected rather
@@ -343,7 +392,15 @@ impl Connection {
             }
         }
         let still_live = self.app.registry.disconnect(&self.session);
-        let unacknowledged: Vec<(i64, i32)> = self.awaiting_ack.drain().collect();
+        let unacknowledged: Vec<(i64, i32)> = self
+            .awaiting_ack
+            .drain()
+            .chain(
+                self.unconfirmed
+                    .drain(..)
+                    .map(|(sending, _)| (sending.job_id, sending.attempt)),
+            )
+            .collect();
         if !unacknowledged.is_empty() {
             self.sendings_lost(unacknowledged, now);
         }
@@ -391,7 +448,10 @@ impl Connection {
             move |result| match result {
                 Ok(changed) => {
                     for (id, status) in changed {
-                        log::info!("{tag}: job {id} was not acknowledged before the connection closed: now {}", status.as_str());
+                        log::info!(
+                            "{tag}: job {id} was not confirmed before the connection ended: now {}",
+                            status.as_str()
+                        );
                         dispatcher.wake(id, now);
                     }
                 }

@@ -163,7 +163,14 @@ impl Connection {
             self.send(Message::text(welcome.encode(self.dialect())))
                 .await?;
         }
-        self.app.dispatcher.robot_registered(&address).await;
+        self.app
+            .dispatcher
+            .robot_ready(
+                &self.session,
+                &address,
+                "sent to the robot when it connected",
+            )
+            .await;
         Ok(())
     }
 
