@@ -320,9 +320,10 @@ async fn abusive_handshakes_are_refused_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_robot_sending_too_fast_is_cut_off_with_1008() {
+async fn a_robot_sending_too_fast_is_read_slower_then_cut_off_with_1008() {
     let server = Server::start(&["--robot-rate", "5", "--robot-burst", "20"]);
     let mut ws = server.robot("R", ROBOT).await;
+    let started = std::time::Instant::now();
     for n in 0..200 {
         let frame = json!({"_event": "client robot message", "value": n}).to_string();
         if ws.send(Message::text(frame)).await.is_err() {
@@ -330,14 +331,50 @@ async fn a_robot_sending_too_fast_is_cut_off_with_1008() {
         }
     }
     assert_eq!(
-        close_code(&mut ws, Duration::from_secs(5)).await,
+        close_code(&mut ws, Duration::from_secs(15)).await,
         Some(1008)
     );
+    let lasted = started.elapsed();
+    assert!(lasted >= Duration::from_secs(5), "closed after {lasted:?}");
+    // Read at the rate, nothing dropped: the burst, then about five a second, in order.
     let (_, page) = server
         .get(&format!("/api/robots/{ROBOT}/messages?limit=500"))
         .await;
-    let stored = page["items"].as_array().unwrap().len();
-    assert!(stored <= 25, "only the burst was taken: {stored}");
+    let values: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|m| m["value"].as_i64().unwrap())
+        .collect();
+    assert!(
+        values.len() >= 40 && values.len() <= 60,
+        "{} stored",
+        values.len()
+    );
+    assert_eq!(
+        values,
+        (0..values.len() as i64).collect::<Vec<_>>(),
+        "in order, none skipped"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_within_the_rate_loses_nothing() {
+    let server = Server::start(&["--robot-rate", "20", "--robot-burst", "100"]);
+    let mut ws = server.robot("R", ROBOT).await;
+    for n in 0..150 {
+        let frame = json!({"_event": "client robot message", "value": n}).to_string();
+        ws.send(Message::text(frame)).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), || async {
+        let (_, page) = server
+            .get(&format!("/api/robots/{ROBOT}/messages?limit=500"))
+            .await;
+        (page["items"].as_array()?.len() == 150).then_some(())
+    })
+    .await;
+    server.wait_online(ROBOT, true).await;
 }
 
 #[tokio::test]

@@ -132,7 +132,7 @@ impl Server {
             path.display()
         );
 
-        let listener = TcpListener::bind(config.listen).await.map_err(|error| {
+        let listener = listen(config.listen).map_err(|error| {
             StartError::new(
                 "--listen",
                 format!("cannot listen on {}: {error}", config.listen),
@@ -234,6 +234,23 @@ impl Server {
         let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
         log::info!("stopped");
     }
+}
+
+/// Pending connections the kernel may queue before the server accepts them. tokio's default
+/// (1024) overflows when thousands of robots reconnect at once (they then wait for SYN
+/// retransmissions, seconds); the kernel caps it at `net.core.somaxconn` (4096 here).
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's own bind do: a restart can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn delta(duration: Duration) -> TimeDelta {

@@ -223,7 +223,8 @@ impl Dispatcher {
                 if claimed.attempt > 1 {
                     bump(&inner.metrics.resends);
                 }
-                let lateness = (now - claimed.run_at)
+                // Measured now, after the claim's commit: that is when the package leaves.
+                let lateness = (Utc::now() - claimed.run_at)
                     .num_microseconds()
                     .unwrap_or(i64::MAX);
                 if claimed.attempt == 1 {

@@ -77,6 +77,8 @@ pub(super) struct Connection {
     next_ping: Option<Instant>,
     bad_frames: VecDeque<Instant>,
     rate: Bucket,
+    /// Since when the robot has been kept over its rate without a pause.
+    throttled_since: Option<Instant>,
     /// Sendings written to an extended robot and not yet acknowledged: job id -> sending number.
     pub(super) awaiting_ack: HashMap<i64, i32>,
     /// Sendings written to a field robot, with the confirmation ping that followed them. The
@@ -118,6 +120,7 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
         next_ping: None,
         bad_frames: VecDeque::new(),
         rate,
+        throttled_since: None,
         awaiting_ack: HashMap::new(),
         unconfirmed: Vec::new(),
         next_confirmation: 1,
@@ -148,9 +151,16 @@ impl Connection {
             }
             let silent_at = self.last_inbound + dead_after;
             let deadline = self.next_ping.map_or(silent_at, |ping| ping.min(silent_at));
+            // Over its rate, the robot is not read until it may send again: TCP slows it down
+            // and nothing it sent is lost. Kept up for long, it is disconnected.
+            let throttled = self.rate.wait();
+            if let Some(end) = self.throttle(throttled.is_some()).await {
+                return end;
+            }
             tokio::select! {
                 () = self.session.woken() => {}
-                frame = self.ws.next() => {
+                () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {}
+                frame = self.ws.next(), if throttled.is_none() => {
                     self.last_inbound = Instant::now();
                     match frame {
                         None => return End::Peer("end of stream".to_owned()),
@@ -181,8 +191,8 @@ impl Connection {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
-        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.rate.take() {
-            return self.over_rate().await;
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            self.rate.take();
         }
         match message {
             Message::Text(text) => self.on_text(text.as_str()).await,
@@ -200,28 +210,45 @@ impl Connection {
         }
     }
 
-    /// A frame beyond the robot's rate is dropped unread; a robot that keeps it up is
-    /// disconnected.
-    async fn over_rate(&mut self) -> Result<(), End> {
-        let limits = &self.app.config.limits;
-        let refused = self.rate.refused();
-        if refused == 1 {
-            log::warn!(
-                "{}: more than {} frames a second (burst {}): dropping frames",
-                self.tag(),
-                limits.robot_rate,
-                limits.robot_burst
-            );
+    /// Tracks how long the robot has been over its rate; past [`SUSTAINED_ABUSE`] it is closed
+    /// with 1008.
+    async fn throttle(&mut self, throttled: bool) -> Option<End> {
+        if !throttled {
+            // Only a robot that slowed down enough to refill half its burst is forgiven: one
+            // that stays at the edge keeps its start time.
+            if self.rate.relaxed() {
+                self.throttled_since = None;
+            }
+            return None;
         }
-        if refused > limits.robot_burst {
-            return Err(self
-                .close(CloseRequest {
-                    code: CLOSE_POLICY,
-                    reason: "message rate exceeded".to_owned(),
-                })
-                .await);
+        let since = match self.throttled_since {
+            Some(since) => since,
+            None => {
+                let limits = &self.app.config.limits;
+                log::warn!(
+                    "{}: more than {} frames a second (burst {}): reading it slower",
+                    self.tag(),
+                    limits.robot_rate,
+                    limits.robot_burst
+                );
+                *self.throttled_since.insert(Instant::now())
+            }
+        };
+        if since.elapsed() < SUSTAINED_ABUSE {
+            return None;
         }
-        Ok(())
+        log::warn!(
+            "{}: over its rate for {} s: disconnecting it",
+            self.tag(),
+            SUSTAINED_ABUSE.as_secs()
+        );
+        Some(
+            self.close(CloseRequest {
+                code: CLOSE_POLICY,
+                reason: "message rate exceeded".to_owned(),
+            })
+            .await,
+        )
     }
 
     /// Starts pinging: only registered robots are pinged, as the original did.
@@ -467,14 +494,16 @@ impl Connection {
     }
 }
 
+/// How long a robot may be held at its rate without easing off (refilling half its burst)
+/// before it is disconnected.
+const SUSTAINED_ABUSE: Duration = Duration::from_secs(5);
+
 /// A token bucket: `burst` frames at once, refilled at `rate` a second.
 struct Bucket {
     tokens: f64,
     rate: f64,
     burst: f64,
     last: Instant,
-    /// Frames refused since the bucket was last full enough to take one.
-    refused: u32,
 }
 
 impl Bucket {
@@ -484,27 +513,31 @@ impl Bucket {
             rate: f64::from(rate.max(1)),
             burst: f64::from(burst.max(1)),
             last: Instant::now(),
-            refused: 0,
         }
     }
 
-    fn take(&mut self) -> bool {
+    fn refill(&mut self) {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
         self.tokens = (self.tokens + refill).min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.refused = 0;
-            true
-        } else {
-            self.refused += 1;
-            false
-        }
     }
 
-    /// Frames refused in a row.
-    fn refused(&self) -> u32 {
-        self.refused
+    /// Spends a token for a frame that was read (the bucket may go below zero by one frame:
+    /// the frame that was already in flight).
+    fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+
+    /// Whether the robot left its burst half full: it is not pressing against its rate.
+    fn relaxed(&self) -> bool {
+        self.tokens >= self.burst / 2.0
+    }
+
+    /// `None` when the robot may send now; otherwise how long until it may.
+    fn wait(&mut self) -> Option<Duration> {
+        self.refill();
+        (self.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
     }
 }
