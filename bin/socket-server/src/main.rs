@@ -4,6 +4,7 @@
 
 mod cli;
 mod health;
+mod memory;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
     if log::set_boxed_logger(logger.log).is_err() {
         return fail("a logger was already installed");
     }
+    memory::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

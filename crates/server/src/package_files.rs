@@ -17,8 +17,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::db::Db;
 
-/// Files written per round.
-const BATCH: i64 = 1000;
+/// Files written per round. Packages may be 32 KiB each: a round holds at most a few MiB.
+const BATCH: i64 = 100;
 /// Pause after a failure, and the longest sleep between rounds when nothing wakes the writer.
 const RETRY: Duration = Duration::from_secs(1);
 

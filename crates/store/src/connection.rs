@@ -70,6 +70,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderSetup 
             ))?;
             conn.batch_execute("PRAGMA foreign_keys = ON;")?;
             conn.batch_execute("PRAGMA query_only = ON;")?;
+            // Readers look rows up by index; the OS caches the file for all of them. A small
+            // cache per pooled connection keeps a burst of large packages from pinning
+            // megabytes in each one.
+            conn.batch_execute("PRAGMA cache_size = -512;")?;
             Ok(())
         };
         setup(conn).map_err(diesel::r2d2::Error::QueryError)

@@ -39,10 +39,14 @@ pub struct F4Args {
     /// Padding of each pushed package, KiB (a package is at most 32 KiB).
     #[arg(long, default_value_t = 30)]
     pub package_kib: usize,
-    /// The most the server's RSS may grow, MiB: while the slow robot is stalled, and from the
-    /// start to the end (once every job was delivered).
+    /// The most the server's RSS may grow while the slow robot is stalled, MiB.
     #[arg(long, default_value_t = 8)]
     pub rss_bound_mib: u64,
+    /// Where the server's RSS must settle once every job was delivered, MiB above the start:
+    /// the caches that the burst filled (SQLite's pages in each pooled connection) stay; what
+    /// must not happen is growth that stays with the backlog's size.
+    #[arg(long, default_value_t = 32)]
+    pub rss_settle_mib: u64,
     /// Jobs of the observing robot per phase, one every 100 ms.
     #[arg(long, default_value_t = 40)]
     pub observer_jobs: usize,
@@ -209,8 +213,16 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
     let drain = Instant::now();
     let missing = wait_all_due(&ledger, 0, Duration::from_secs(90)).await;
     let drain = drain.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_end = server.rss_kib().unwrap_or(0);
+    // The server hands freed memory back to the OS every 10 s (glibc's malloc keeps a burst's
+    // peak otherwise): what matters is where RSS settles, so give it up to 15 s to get there.
+    let settle = Instant::now();
+    let bound = args.rss_settle_mib * 1024;
+    let mut rss_end = server.rss_kib().unwrap_or(0);
+    while rss_end.saturating_sub(rss_start) > bound && settle.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_end = server.rss_kib().unwrap_or(0);
+    }
+    let settled_after = settle.elapsed();
     let breakdown_end = server.rss_breakdown();
     let wal_bytes = std::fs::metadata(format!("{}-wal", server.spec.database().display()))
         .map(|m| m.len())
@@ -245,14 +257,15 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
     );
     let growth_total = rss_end.saturating_sub(rss_start);
     report.check(
-        "server memory does not grow: once every job was delivered, RSS is within the bound of the start",
-        growth_total <= bound_kib,
+        "server memory does not grow: once every job was delivered, RSS settles near the start",
+        growth_total <= args.rss_settle_mib * 1024,
         format!(
-            "RSS {} KiB at the start, {} KiB at the end (+{} KiB, bound {} KiB); baseline phase peak +{} KiB",
+            "RSS {} KiB at the start, {} KiB at the end, {:.1} s after the drain (+{} KiB, bound {} KiB); baseline phase peak +{} KiB",
             rss_start,
             rss_end,
+            settled_after.as_secs_f64(),
             growth_total,
-            bound_kib,
+            args.rss_settle_mib * 1024,
             baseline.rss_max_kib.saturating_sub(rss_start)
         ),
     );
