@@ -17,8 +17,8 @@
 #   crates/packages/fuzz   trigger      trigger validator, package names and paths
 #   crates/scheduler/fuzz  schedule     Schedule objects and cron expressions
 #
-# Each fuzz folder is its own cargo workspace (not a member of the main one) and builds into
-# its own fuzz/target. A crash leaves its input in <fuzz folder>/artifacts/<target>/; replay
+# Each fuzz folder is its own cargo workspace (not a member of the main one); all build into
+# target/fuzz (FUZZ_TARGET_DIR to change it). A crash leaves its input in <fuzz folder>/artifacts/<target>/; replay
 # it with `cargo fuzz run -s none <target> <file>` from that folder, shrink it with
 # `cargo fuzz tmin -s none <target> <file>`. After growing a corpus, minimise it with
 # `cargo fuzz cmin -s none <target>` so the repository keeps a few hundred small files.
@@ -68,6 +68,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One build folder for all targets: they share most dependencies (built with the fuzzing
+# instrumentation, so not with the workspace's own target folder).
+target_dir="${FUZZ_TARGET_DIR:-$root/target/fuzz}"
+
 failed=()
 summary=()
 for target in "${targets[@]}"; do
@@ -96,7 +100,8 @@ for target in "${targets[@]}"; do
 
     echo "==> $target: ${seconds}s in ${folders[$target]}"
     status=0
-    (cd "$folder" && cargo fuzz run -s none "$target" "${corpus[@]}" -- "${libfuzzer_args[@]}") \
+    (cd "$folder" && cargo fuzz run -s none --target-dir "$target_dir" "$target" "${corpus[@]}" \
+        -- "${libfuzzer_args[@]}") \
         >"$log" 2>&1 || status=$?
 
     executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
