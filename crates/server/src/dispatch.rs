@@ -143,11 +143,13 @@ impl Dispatcher {
                     return Ok((outcome, None));
                 }
                 let mut reach = Rooms::new(&registry);
-                let due = tx.process_due(id, now, &mut |address| reach.take(address), &policy)?;
+                let due = tx
+                    .process_due(&[id], now, &mut |address| reach.take(address), &policy)?
+                    .pop();
                 let job = tx.job(id)?.map(Box::new);
                 Ok((
                     job.map_or(ChangeOutcome::NotFound, ChangeOutcome::Changed),
-                    Some(due),
+                    due,
                 ))
             })
             .await?;
@@ -407,16 +409,11 @@ pub(crate) async fn confirm_written(
             .collect();
         let result = db
             .write(move |tx| {
-                for w in &written {
-                    tx.mark_written(
-                        w.sending.job_id,
-                        w.sending.attempt,
-                        w.at,
-                        w.awaiting_ack,
-                        &policy,
-                    )?;
-                }
-                Ok(())
+                let sendings: Vec<(i64, i32, bool)> = written
+                    .iter()
+                    .map(|w| (w.sending.job_id, w.sending.attempt, w.awaiting_ack))
+                    .collect();
+                tx.mark_written(&sendings, Utc::now(), &policy).map(|_| ())
             })
             .await;
         match result {
@@ -493,15 +490,8 @@ impl DueSource for Dispatcher {
                         }
                     }
                 }
-                let mut outcomes = Vec::with_capacity(jobs.len());
-                for id in jobs {
-                    // One job's failure must not hold back the others.
-                    let decide = &mut |address: &str| reach.take(address);
-                    match tx.savepoint(|tx| tx.process_due(id, now, decide, &policy)) {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(error) => log::error!("job {id}: cannot process it: {error}"),
-                    }
-                }
+                let outcomes =
+                    tx.process_due(&jobs, now, &mut |address| reach.take(address), &policy)?;
                 Ok((fired, outcomes))
             })
             .await;

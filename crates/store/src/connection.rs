@@ -33,6 +33,8 @@ pub(crate) fn setup_writer(
     conn.batch_execute("PRAGMA journal_mode = WAL;")?;
     conn.batch_execute("PRAGMA synchronous = FULL;")?;
     conn.batch_execute("PRAGMA foreign_keys = ON;")?;
+    // The checkpoint thread does this instead (see checkpoint.rs).
+    conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")?;
     Ok(())
 }
 

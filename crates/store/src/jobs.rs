@@ -259,6 +259,33 @@ pub(crate) fn record_event(
     Ok(())
 }
 
+/// Records many events at one moment, a few hundred rows per statement.
+pub(crate) fn record_events(
+    conn: &mut SqliteConnection,
+    at: DateTime<Utc>,
+    events: &[(i64, Option<JobStatus>, JobStatus, String)],
+) -> Result<(), StoreError> {
+    let at = to_micros(at);
+    for chunk in events.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(job_id, from, to, reason)| {
+                (
+                    job_events::job_id.eq(*job_id),
+                    job_events::at.eq(at),
+                    job_events::from_status.eq(from.map(JobStatus::as_str)),
+                    job_events::to_status.eq(to.as_str()),
+                    job_events::reason.eq(reason.as_str()),
+                )
+            })
+            .collect();
+        diesel::insert_into(job_events::table)
+            .values(rows)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
 /// `failed`, Failed at once with that reason (an occurrence of a schedule that was missed).
 pub(crate) fn insert_row(

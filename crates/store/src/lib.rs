@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod checkpoint;
 mod connection;
 mod error;
 mod idempotency;
@@ -8,11 +9,13 @@ mod retention;
 mod robots;
 mod schedules;
 mod schema;
+mod sending;
 mod time;
 mod transitions;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::SqliteConnection;
@@ -30,10 +33,8 @@ pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration
 pub use schedules::{
     InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,
 };
-pub use transitions::{
-    AckOutcome, ChangeOutcome, Claimed, DeclineOutcome, DeliveryPolicy, DueOutcome, Reach,
-    ReportOutcome, RobotClaim,
-};
+pub use sending::{Claimed, DueOutcome, Reach, RobotClaim};
+pub use transitions::{AckOutcome, ChangeOutcome, DeclineOutcome, DeliveryPolicy, ReportOutcome};
 pub use writer::{
     BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,
 };
@@ -80,6 +81,7 @@ pub struct ReadConn<'a> {
 pub struct Store {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     writer: Writer,
+    checkpointer: Arc<checkpoint::Checkpointer>,
     path: PathBuf,
 }
 
@@ -133,9 +135,11 @@ impl Store {
             })?;
 
         let writer = Writer::start(write_conn, config.writer_queue, config.max_batch)?;
+        let checkpointer = Arc::new(checkpoint::Checkpointer::start(path, config.busy_timeout)?);
         Ok(Store {
             readers,
             writer,
+            checkpointer,
             path: path.clone(),
         })
     }
@@ -157,9 +161,10 @@ impl Store {
         &self.writer
     }
 
-    /// Commits what is queued and stops the writer.
+    /// Commits what is queued, stops the writer, and checkpoints the WAL into the database.
     pub fn shutdown(&self) {
         self.writer.shutdown();
+        self.checkpointer.shutdown();
     }
 }
 

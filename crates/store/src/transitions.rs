@@ -1,4 +1,5 @@
-//! The delivery state machine: every change a job goes through after its creation.
+//! The delivery state machine: every change a job goes through after its creation, except
+//! the sending itself (claims, in `sending.rs`).
 //!
 //! Each operation reads the job's current row and decides inside the writer's transaction, so a
 //! decision is never made on a stale copy: a cancel that committed first wins over a sending that
@@ -15,7 +16,7 @@ use diesel::prelude::*;
 
 use crate::jobs::{Delivery, JobStatus, load_job, record_event};
 use crate::schema::jobs;
-use crate::time::{from_micros, to_micros};
+use crate::time::to_micros;
 use crate::{JobRecord, StoreError, WriteTx};
 
 /// The rules of sending, from the server's settings.
@@ -51,57 +52,6 @@ impl DeliveryPolicy {
             .min(6);
         TimeDelta::seconds((1_i64 << exponent).min(60))
     }
-}
-
-/// A job claimed for sending: what the connection needs to send it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    pub id: i64,
-    /// The Package object as received (JSON).
-    pub package: String,
-    pub robot_address: String,
-    /// This sending's number, the first being 1. Confirmations quote it, so that a confirmation
-    /// of an older sending cannot touch a newer one.
-    pub attempt: i32,
-    pub run_at: DateTime<Utc>,
-}
-
-/// Whether a job's robot can take a package now, as the registry sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// No live connection.
-    Offline,
-    /// Connected, but its outbound queue is full: the job waits until the robot takes the
-    /// packages before it (the connection says so), instead of being claimed and handed back.
-    Busy,
-    /// Connected with room in its queue.
-    Ready,
-}
-
-impl Reach {
-    fn parked_reason(self) -> &'static str {
-        match self {
-            Reach::Busy => {
-                "due, but the robot's queue is full: sent as soon as it takes the packages before it"
-            }
-            Reach::Offline | Reach::Ready => {
-                "due, but the robot is offline: waiting for it to connect"
-            }
-        }
-    }
-}
-
-/// What the scheduler's look at a job decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DueOutcome {
-    /// Claimed: send it now.
-    Send(Claimed),
-    /// Due, but its robot is offline: it waits for the robot to register.
-    Parked,
-    /// Given up, with the reason.
-    Failed(String),
-    /// Nothing to do: the job changed since it was read (cancelled, reported, rescheduled).
-    Stale,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,14 +91,6 @@ pub enum DeclineOutcome {
     NoJob,
 }
 
-/// What [`WriteTx::claim_for_robot`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RobotClaim {
-    pub outcomes: Vec<DueOutcome>,
-    /// More jobs wait beyond the limit.
-    pub more: bool,
-}
-
 /// The result of a cancel or force request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeOutcome {
@@ -158,19 +100,19 @@ pub enum ChangeOutcome {
     Conflict(JobStatus),
 }
 
-struct Current {
-    status: JobStatus,
-    delivery: Delivery,
-    attempts: i32,
-    forced: bool,
-    run_at: i64,
-    wake_at: Option<i64>,
-    robot_address: String,
+pub(crate) struct Current {
+    pub(crate) status: JobStatus,
+    pub(crate) delivery: Delivery,
+    pub(crate) attempts: i32,
+    pub(crate) forced: bool,
+    pub(crate) run_at: i64,
+    pub(crate) wake_at: Option<i64>,
+    pub(crate) robot_address: String,
 }
 
-type CurrentRow = (String, i32, i32, bool, i64, Option<i64>, String);
+pub(crate) type CurrentRow = (String, i32, i32, bool, i64, Option<i64>, String);
 
-fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, StoreError> {
+pub(crate) fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, StoreError> {
     let row: Option<CurrentRow> = jobs::table
         .find(id)
         .select((
@@ -184,20 +126,22 @@ fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, Stor
         ))
         .first(conn)
         .optional()?;
-    row.map(
-        |(status, delivery, attempts, forced, run_at, wake_at, robot_address)| {
-            Ok(Current {
-                status: JobStatus::from_stored(&status)?,
-                delivery: Delivery::from_code(delivery)?,
-                attempts,
-                forced,
-                run_at,
-                wake_at,
-                robot_address,
-            })
-        },
-    )
-    .transpose()
+    row.map(Current::from_row).transpose()
+}
+
+impl Current {
+    pub(crate) fn from_row(row: CurrentRow) -> Result<Current, StoreError> {
+        let (status, delivery, attempts, forced, run_at, wake_at, robot_address) = row;
+        Ok(Current {
+            status: JobStatus::from_stored(&status)?,
+            delivery: Delivery::from_code(delivery)?,
+            attempts,
+            forced,
+            run_at,
+            wake_at,
+            robot_address,
+        })
+    }
 }
 
 /// The job's row while sending number `attempt` of it is claimed and unconfirmed: what a
@@ -222,12 +166,12 @@ fn bounded(text: &str) -> String {
     }
 }
 
-fn seconds(delta: TimeDelta) -> String {
+pub(crate) fn seconds(delta: TimeDelta) -> String {
     format!("{:.3} s", delta.num_milliseconds() as f64 / 1000.0)
 }
 
 impl WriteTx<'_> {
-    fn set_status(
+    pub(crate) fn set_status(
         &mut self,
         id: i64,
         status: JobStatus,
@@ -246,7 +190,7 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    fn fail(
+    pub(crate) fn fail(
         &mut self,
         id: i64,
         from: JobStatus,
@@ -263,216 +207,6 @@ impl WriteTx<'_> {
             ))
             .execute(self.conn)?;
         record_event(self.conn, id, now, Some(from), JobStatus::Failed, error)
-    }
-
-    fn claim(
-        &mut self,
-        id: i64,
-        job: &Current,
-        now: DateTime<Utc>,
-        policy: &DeliveryPolicy,
-        why: &str,
-    ) -> Result<DueOutcome, StoreError> {
-        let attempt = job.attempts + 1;
-        let package: String = diesel::update(jobs::table.find(id))
-            .set((
-                jobs::status.eq(JobStatus::Executed.as_str()),
-                jobs::delivery.eq(Delivery::Claimed.code()),
-                jobs::attempts.eq(attempt),
-                jobs::wake_at.eq(Some(to_micros(now + policy.claim_guard))),
-                jobs::sent_at.eq(Some(to_micros(now))),
-                jobs::updated_at.eq(to_micros(now)),
-            ))
-            .returning(jobs::package)
-            .get_result(self.conn)?;
-        let run_at = from_micros(job.run_at);
-        let mut reason = format!("{why} (attempt {attempt} of {})", policy.max_attempts);
-        let late = now - run_at;
-        if job.attempts == 0 && late > TimeDelta::seconds(1) {
-            reason.push_str(&format!(", {} after its run_at", seconds(late)));
-        }
-        record_event(
-            self.conn,
-            id,
-            now,
-            Some(job.status),
-            JobStatus::Executed,
-            &reason,
-        )?;
-        Ok(DueOutcome::Send(Claimed {
-            id,
-            package,
-            robot_address: job.robot_address.clone(),
-            attempt,
-            run_at,
-        }))
-    }
-
-    /// A Pending job that may be sent now: fail it as missed past the misfire grace, else claim
-    /// it when its robot can take it, else park it until the robot registers or has room.
-    fn start_sending(
-        &mut self,
-        id: i64,
-        job: &Current,
-        now: DateTime<Utc>,
-        reach: Reach,
-        policy: &DeliveryPolicy,
-        why: &str,
-    ) -> Result<DueOutcome, StoreError> {
-        let late = now - from_micros(job.run_at);
-        if let Some(grace) = policy.misfire_grace
-            && job.attempts == 0
-            && !job.forced
-            && late > grace
-        {
-            let reason = format!(
-                "missed: not sent within the misfire grace of {} after its run_at ({} late)",
-                seconds(grace),
-                seconds(late)
-            );
-            self.fail(id, job.status, now, &reason)?;
-            return Ok(DueOutcome::Failed(reason));
-        }
-        if reach == Reach::Ready {
-            return self.claim(id, job, now, policy, why);
-        }
-        if job.wake_at.is_some() {
-            self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
-            record_event(
-                self.conn,
-                id,
-                now,
-                Some(job.status),
-                JobStatus::Pending,
-                reach.parked_reason(),
-            )?;
-        }
-        Ok(DueOutcome::Parked)
-    }
-
-    /// The scheduler reached the job's `wake_at`. `reach` answers whether the job's robot can
-    /// take a package; it is asked inside the transaction, after the job's row was read (and only
-    /// for a job that is really due), so the decision and the registry cannot drift apart.
-    pub fn process_due(
-        &mut self,
-        id: i64,
-        now: DateTime<Utc>,
-        reach: &mut dyn FnMut(&str) -> Reach,
-        policy: &DeliveryPolicy,
-    ) -> Result<DueOutcome, StoreError> {
-        let Some(job) = current(self.conn, id)? else {
-            return Ok(DueOutcome::Stale);
-        };
-        let due = job.wake_at.is_some_and(|wake| wake <= to_micros(now));
-        if !due {
-            return Ok(DueOutcome::Stale);
-        }
-        let reach = match (job.status, job.delivery) {
-            (JobStatus::Pending, _)
-            | (JobStatus::Executed, Delivery::AwaitingAck | Delivery::Claimed) => {
-                reach(&job.robot_address)
-            }
-            _ => Reach::Offline,
-        };
-        match (job.status, job.delivery) {
-            (JobStatus::Pending, _) => {
-                self.start_sending(id, &job, now, reach, policy, "sent to the robot")
-            }
-            // No acknowledgement in time, or a claim never confirmed: the package may not have
-            // arrived, so it goes again.
-            (JobStatus::Executed, Delivery::AwaitingAck | Delivery::Claimed) => {
-                if job.attempts >= policy.max_attempts {
-                    let reason = format!(
-                        "not acknowledged after {} sendings, the limit",
-                        job.attempts
-                    );
-                    self.fail(id, job.status, now, &reason)?;
-                    return Ok(DueOutcome::Failed(reason));
-                }
-                if reach == Reach::Ready {
-                    let why = format!(
-                        "resent: no acknowledgement within {}",
-                        seconds(policy.ack_timeout)
-                    );
-                    return self.claim(id, &job, now, policy, &why);
-                }
-                self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
-                record_event(
-                    self.conn,
-                    id,
-                    now,
-                    Some(job.status),
-                    JobStatus::Pending,
-                    "not acknowledged, and the robot cannot take it now: resending when it can",
-                )?;
-                Ok(DueOutcome::Parked)
-            }
-            _ => {
-                // A final or confirmed job should carry no wake_at; clear it so the scheduler
-                // stops seeing it.
-                diesel::update(jobs::table.find(id))
-                    .set(jobs::wake_at.eq(None::<i64>))
-                    .execute(self.conn)?;
-                Ok(DueOutcome::Stale)
-            }
-        }
-    }
-
-    /// A robot can take packages (it just registered, or its queue drained): claim its Pending
-    /// jobs that are due (parked while it was away or busy, or due right now), oldest first, at
-    /// most `limit`, the room in its queue. `more` tells that others wait beyond the limit.
-    pub fn claim_for_robot(
-        &mut self,
-        robot_address: &str,
-        now: DateTime<Utc>,
-        policy: &DeliveryPolicy,
-        limit: usize,
-        why: &str,
-    ) -> Result<RobotClaim, StoreError> {
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let mut ids: Vec<i64> = jobs::table
-            .filter(jobs::robot_address.eq(robot_address))
-            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
-            .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
-            .order(jobs::id.asc())
-            .select(jobs::id)
-            .limit(fetch)
-            .load(self.conn)?;
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let mut outcomes = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = current(self.conn, id)? {
-                outcomes.push(self.start_sending(id, &job, now, Reach::Ready, policy, why)?);
-            }
-        }
-        Ok(RobotClaim { outcomes, more })
-    }
-
-    /// The connection wrote sending `attempt` of the job to the robot's socket.
-    pub fn mark_written(
-        &mut self,
-        id: i64,
-        attempt: i32,
-        now: DateTime<Utc>,
-        awaiting_ack: bool,
-        policy: &DeliveryPolicy,
-    ) -> Result<bool, StoreError> {
-        let (delivery, wake_at) = if awaiting_ack {
-            (
-                Delivery::AwaitingAck,
-                Some(to_micros(now + policy.ack_timeout)),
-            )
-        } else {
-            (Delivery::Written, None)
-        };
-        let updated = diesel::update(claimed_sending(id, attempt))
-            .set((
-                jobs::delivery.eq(delivery.code()),
-                jobs::wake_at.eq(wake_at),
-            ))
-            .execute(self.conn)?;
-        Ok(updated > 0)
     }
 
     /// Sending `attempt` was never written (the connection closed first, or the robot's queue

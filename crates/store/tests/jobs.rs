@@ -20,7 +20,8 @@ fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>, online: bool) 
         .writer()
         .run(move |tx| {
             let reach = if online { Reach::Ready } else { Reach::Offline };
-            tx.process_due(id, at, &mut |_| reach, &policy())
+            tx.process_due(&[id], at, &mut |_| reach, &policy())
+                .map(|mut o| o.remove(0))
         })
         .unwrap()
 }
@@ -127,7 +128,10 @@ fn a_due_job_for_an_online_robot_is_claimed_then_written() {
 
     let written = store
         .writer()
-        .run(move |tx| tx.mark_written(created.id, 1, t0(), false, &policy()))
+        .run(move |tx| {
+            tx.mark_written(&[(created.id, 1, false)], t0(), &policy())
+                .map(|n| n == 1)
+        })
         .unwrap();
     assert!(written);
     let stored = job(&store, created.id);
@@ -212,7 +216,10 @@ fn a_busy_robot_parks_its_due_job_with_the_reason() {
     let id = create_job(&store, "A", t0()).id;
     let outcome = store
         .writer()
-        .run(move |tx| tx.process_due(id, t0(), &mut |_| Reach::Busy, &policy()))
+        .run(move |tx| {
+            tx.process_due(&[id], t0(), &mut |_| Reach::Busy, &policy())
+                .map(|mut o| o.remove(0))
+        })
         .unwrap();
     assert_eq!(outcome, DueOutcome::Parked);
     let events = store.read(|c| c.job_events(id)).unwrap();
@@ -248,13 +255,24 @@ fn the_misfire_grace_fails_old_jobs_as_missed_but_not_forced_ones() {
         .unwrap();
     let outcome = store
         .writer()
-        .run(move |tx| tx.process_due(old.id, t0() + secs(600), &mut |_| Reach::Ready, &strict))
+        .run(move |tx| {
+            tx.process_due(&[old.id], t0() + secs(600), &mut |_| Reach::Ready, &strict)
+                .map(|mut o| o.remove(0))
+        })
         .unwrap();
     assert!(matches!(outcome, DueOutcome::Failed(reason) if reason.starts_with("missed")));
     assert_eq!(job(&store, old.id).status, JobStatus::Failed);
     let outcome = store
         .writer()
-        .run(move |tx| tx.process_due(forced.id, t0() + secs(600), &mut |_| Reach::Ready, &strict))
+        .run(move |tx| {
+            tx.process_due(
+                &[forced.id],
+                t0() + secs(600),
+                &mut |_| Reach::Ready,
+                &strict,
+            )
+            .map(|mut o| o.remove(0))
+        })
         .unwrap();
     assert!(matches!(outcome, DueOutcome::Send(_)));
 }
@@ -280,7 +298,10 @@ fn an_unsent_claim_goes_back_to_pending_and_due_now() {
     // A stale confirmation of that sending changes nothing.
     let late = store
         .writer()
-        .run(move |tx| tx.mark_written(created.id, 1, t0(), false, &policy()))
+        .run(move |tx| {
+            tx.mark_written(&[(created.id, 1, false)], t0(), &policy())
+                .map(|n| n == 1)
+        })
         .unwrap();
     assert!(!late);
 }
@@ -294,7 +315,10 @@ fn extended_robots_acknowledge_or_get_the_package_again() {
     claimed(due(&store, id, t0(), true));
     store
         .writer()
-        .run(move |tx| tx.mark_written(id, 1, t0(), true, &policy()))
+        .run(move |tx| {
+            tx.mark_written(&[(id, 1, true)], t0(), &policy())
+                .map(|n| n == 1)
+        })
         .unwrap();
     let awaiting = job(&store, id);
     assert_eq!(awaiting.delivery, Delivery::AwaitingAck);
@@ -305,7 +329,10 @@ fn extended_robots_acknowledge_or_get_the_package_again() {
     assert_eq!(again.attempt, 2);
     store
         .writer()
-        .run(move |tx| tx.mark_written(id, 2, t0() + secs(30), true, &policy()))
+        .run(move |tx| {
+            tx.mark_written(&[(id, 2, true)], t0() + secs(30), &policy())
+                .map(|n| n == 1)
+        })
         .unwrap();
     let ack = store
         .writer()
@@ -338,7 +365,10 @@ fn unacknowledged_sendings_stop_at_the_limit() {
         assert_eq!(claim.attempt, attempt);
         store
             .writer()
-            .run(move |tx| tx.mark_written(id, attempt, at, true, &policy()))
+            .run(move |tx| {
+                tx.mark_written(&[(id, attempt, true)], at, &policy())
+                    .map(|n| n == 1)
+            })
             .unwrap();
         at += secs(30);
     }
@@ -356,7 +386,10 @@ fn a_dropped_connection_resends_what_was_not_acknowledged() {
     claimed(due(&store, id, t0(), true));
     store
         .writer()
-        .run(move |tx| tx.mark_written(id, 1, t0(), true, &policy()))
+        .run(move |tx| {
+            tx.mark_written(&[(id, 1, true)], t0(), &policy())
+                .map(|n| n == 1)
+        })
         .unwrap();
     // A stale sending number changes nothing: that sending was superseded.
     let stale = store
@@ -430,7 +463,10 @@ fn declines_resend_with_back_off_then_give_up() {
         assert_eq!(claim.attempt, attempt);
         store
             .writer()
-            .run(move |tx| tx.mark_written(id, attempt, at, false, &policy()))
+            .run(move |tx| {
+                tx.mark_written(&[(id, attempt, false)], at, &policy())
+                    .map(|n| n == 1)
+            })
             .unwrap();
         let outcome = store
             .writer()
@@ -545,8 +581,10 @@ fn sendings_cut_off_by_a_crash_are_sent_again_after_restart() {
     store
         .writer()
         .run(move |tx| {
-            tx.mark_written(awaiting, 1, t0(), true, &policy())?;
-            tx.mark_written(written, 1, t0(), false, &policy())
+            tx.mark_written(&[(awaiting, 1, true)], t0(), &policy())
+                .map(|n| n == 1)?;
+            tx.mark_written(&[(written, 1, false)], t0(), &policy())
+                .map(|n| n == 1)
         })
         .unwrap();
     let recovered = store
@@ -655,4 +693,64 @@ fn package_files_wait_in_a_queue_until_written() {
         .unwrap();
     let left = store.read(|c| c.unwritten_package_files(10)).unwrap();
     assert_eq!(left.iter().map(|f| f.job_id).collect::<Vec<_>>(), [b]);
+}
+
+#[test]
+fn many_due_jobs_are_decided_in_one_write_each_by_its_robot() {
+    let store = open();
+    register(&store, "A", "c");
+    register(&store, "B", "d");
+    register(&store, "C", "e");
+    let mut ids = Vec::new();
+    for robot in ["A", "B", "C", "A", "B", "C"] {
+        ids.push(create_job(&store, robot, t0()).id);
+    }
+    let later = create_job(&store, "A", t0() + secs(60)).id;
+    ids.push(later);
+    ids.push(987_654);
+    let batch = ids.clone();
+    let outcomes = store
+        .writer()
+        .run(move |tx| {
+            // A has room for one, B is busy, C is offline.
+            let mut room_a = 1;
+            tx.process_due(
+                &batch,
+                t0(),
+                &mut |robot| match robot {
+                    "A" if room_a > 0 => {
+                        room_a -= 1;
+                        Reach::Ready
+                    }
+                    "A" | "B" => Reach::Busy,
+                    _ => Reach::Offline,
+                },
+                &policy(),
+            )
+        })
+        .unwrap();
+    assert_eq!(outcomes.len(), ids.len(), "one outcome per id, in order");
+    assert!(matches!(&outcomes[0], DueOutcome::Send(c) if c.id == ids[0] && c.attempt == 1));
+    assert!(
+        outcomes[1..6].iter().all(|o| *o == DueOutcome::Parked),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[6], DueOutcome::Stale, "not due yet");
+    assert_eq!(outcomes[7], DueOutcome::Stale, "unknown");
+    assert_eq!(job(&store, ids[0]).status, JobStatus::Executed);
+    let reasons: Vec<String> = ids[1..3]
+        .iter()
+        .map(|id| {
+            store
+                .read(|c| c.job_events(*id))
+                .unwrap()
+                .last()
+                .unwrap()
+                .reason
+                .clone()
+        })
+        .collect();
+    assert!(reasons[0].contains("queue is full"), "{reasons:?}");
+    assert!(reasons[1].contains("offline"), "{reasons:?}");
+    assert_eq!(job(&store, later).status, JobStatus::Pending);
 }

@@ -1,0 +1,381 @@
+//! Sending: what the scheduler finds due, and what waited for a robot that can take packages
+//! again, is claimed here, many jobs per statement.
+//!
+//! Every job is decided from its current row, read inside the transaction, and from whether its
+//! robot can take a package (asked of the registry, also inside the transaction): claim it, park
+//! it until its robot can take it, fail it (missed, or out of sendings), or leave it. Then the
+//! decisions are applied with one statement per kind for the whole batch, so a second in which
+//! 19,000 robots each have a job due costs a few statements, not 19,000 times three.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::prelude::*;
+
+use crate::jobs::{Delivery, JobStatus, record_events};
+use crate::schema::jobs;
+use crate::time::{from_micros, to_micros};
+use crate::transitions::{Current, CurrentRow, seconds};
+use crate::{DeliveryPolicy, StoreError, WriteTx};
+
+/// Rows per statement (SQLite allows 32,766 bound values).
+const CHUNK: usize = 500;
+
+/// A job claimed for sending: what the connection needs to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    /// The Package object as received (JSON).
+    pub package: String,
+    pub robot_address: String,
+    /// This sending's number, the first being 1. Confirmations quote it, so that a confirmation
+    /// of an older sending cannot touch a newer one.
+    pub attempt: i32,
+    pub run_at: DateTime<Utc>,
+}
+
+/// Whether a job's robot can take a package now, as the registry sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// No live connection.
+    Offline,
+    /// Connected, but its outbound queue is full: the job waits until the robot takes the
+    /// packages before it (the connection says so), instead of being claimed and handed back.
+    Busy,
+    /// Connected with room in its queue.
+    Ready,
+}
+
+/// What the look at a due job decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueOutcome {
+    /// Claimed: send it now.
+    Send(Claimed),
+    /// Due, but its robot cannot take it: it waits for the robot to register or to have room.
+    Parked,
+    /// Given up, with the reason.
+    Failed(String),
+    /// Nothing to do: the job changed since it was read (cancelled, reported, rescheduled).
+    Stale,
+}
+
+/// What [`WriteTx::claim_for_robot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotClaim {
+    pub outcomes: Vec<DueOutcome>,
+    /// More jobs wait beyond the limit.
+    pub more: bool,
+}
+
+/// One job's decision.
+enum Decision {
+    Claim(String),
+    Park(&'static str),
+    Fail(String),
+    /// Already parked: nothing changes.
+    StayParked,
+    /// A confirmed or final job that still carried a `wake_at`: clear it.
+    Clear,
+}
+
+fn decide(
+    job: &Current,
+    now: DateTime<Utc>,
+    reach: Reach,
+    policy: &DeliveryPolicy,
+    why: &str,
+) -> Decision {
+    match (job.status, job.delivery) {
+        (JobStatus::Pending, _) => {
+            let late = now - from_micros(job.run_at);
+            if let Some(grace) = policy.misfire_grace
+                && job.attempts == 0
+                && !job.forced
+                && late > grace
+            {
+                return Decision::Fail(format!(
+                    "missed: not sent within the misfire grace of {} after its run_at ({} late)",
+                    seconds(grace),
+                    seconds(late)
+                ));
+            }
+            match reach {
+                Reach::Ready => {
+                    let attempt = job.attempts + 1;
+                    let mut reason =
+                        format!("{why} (attempt {attempt} of {})", policy.max_attempts);
+                    if job.attempts == 0 && late > TimeDelta::seconds(1) {
+                        reason.push_str(&format!(", {} after its run_at", seconds(late)));
+                    }
+                    Decision::Claim(reason)
+                }
+                _ if job.wake_at.is_none() => Decision::StayParked,
+                Reach::Busy => Decision::Park(
+                    "due, but the robot's queue is full: sent as soon as it takes the packages before it",
+                ),
+                Reach::Offline => {
+                    Decision::Park("due, but the robot is offline: waiting for it to connect")
+                }
+            }
+        }
+        // No acknowledgement in time, or a claim never confirmed: the package may not have
+        // arrived, so it goes again.
+        (JobStatus::Executed, Delivery::AwaitingAck | Delivery::Claimed) => {
+            if job.attempts >= policy.max_attempts {
+                return Decision::Fail(format!(
+                    "not acknowledged after {} sendings, the limit",
+                    job.attempts
+                ));
+            }
+            match reach {
+                Reach::Ready => Decision::Claim(format!(
+                    "resent: no acknowledgement within {} (attempt {} of {})",
+                    seconds(policy.ack_timeout),
+                    job.attempts + 1,
+                    policy.max_attempts
+                )),
+                Reach::Busy | Reach::Offline => Decision::Park(
+                    "not acknowledged, and the robot cannot take it now: resending when it can",
+                ),
+            }
+        }
+        _ => Decision::Clear,
+    }
+}
+
+/// The current rows of `ids`, in chunks.
+fn load(conn: &mut SqliteConnection, ids: &[i64]) -> Result<HashMap<i64, Current>, StoreError> {
+    let mut rows = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let loaded: Vec<(i64, CurrentRow)> = jobs::table
+            .filter(jobs::id.eq_any(chunk))
+            .select((
+                jobs::id,
+                (
+                    jobs::status,
+                    jobs::delivery,
+                    jobs::attempts,
+                    jobs::forced,
+                    jobs::run_at,
+                    jobs::wake_at,
+                    jobs::robot_address,
+                ),
+            ))
+            .load(conn)?;
+        for (id, row) in loaded {
+            rows.insert(id, Current::from_row(row)?);
+        }
+    }
+    Ok(rows)
+}
+
+impl WriteTx<'_> {
+    /// The scheduler reached these jobs' `wake_at`. `reach` answers whether a job's robot can
+    /// take a package; it is asked inside the transaction, after the job's row was read, and
+    /// only for a job that is really due and waiting to be sent, so the decision and the
+    /// registry cannot drift apart. Outcomes come in the order of `ids`.
+    pub fn process_due(
+        &mut self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+        reach: &mut dyn FnMut(&str) -> Reach,
+        policy: &DeliveryPolicy,
+    ) -> Result<Vec<DueOutcome>, StoreError> {
+        let rows = load(self.conn, ids)?;
+        let now_micros = to_micros(now);
+        let decisions = ids
+            .iter()
+            .map(|id| {
+                let decision = rows.get(id).and_then(|job| {
+                    let due = job.wake_at.is_some_and(|wake| wake <= now_micros);
+                    due.then(|| {
+                        let waits = matches!(
+                            (job.status, job.delivery),
+                            (JobStatus::Pending, _)
+                                | (
+                                    JobStatus::Executed,
+                                    Delivery::AwaitingAck | Delivery::Claimed
+                                )
+                        );
+                        let reach = if waits {
+                            reach(&job.robot_address)
+                        } else {
+                            Reach::Offline
+                        };
+                        decide(job, now, reach, policy, "sent to the robot")
+                    })
+                });
+                (*id, decision)
+            })
+            .collect();
+        self.apply(decisions, &rows, now, policy)
+    }
+
+    /// A robot can take packages (it just registered, or its queue drained): claim its Pending
+    /// jobs that are due (parked while it was away or busy, or due right now), oldest first, at
+    /// most `limit`, the room in its queue. `more` tells that others wait beyond the limit.
+    pub fn claim_for_robot(
+        &mut self,
+        robot_address: &str,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+        limit: usize,
+        why: &str,
+    ) -> Result<RobotClaim, StoreError> {
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut ids: Vec<i64> = jobs::table
+            .filter(jobs::robot_address.eq(robot_address))
+            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
+            .order(jobs::id.asc())
+            .select(jobs::id)
+            .limit(fetch)
+            .load(self.conn)?;
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let rows = load(self.conn, &ids)?;
+        let decisions = ids
+            .iter()
+            .map(|id| {
+                let decision = rows
+                    .get(id)
+                    .map(|job| decide(job, now, Reach::Ready, policy, why));
+                (*id, decision)
+            })
+            .collect();
+        let outcomes = self.apply(decisions, &rows, now, policy)?;
+        Ok(RobotClaim { outcomes, more })
+    }
+
+    /// The connections wrote these sendings (job id, sending number, whether an acknowledgement
+    /// is awaited) to their robots' sockets. A sending that is no longer the job's claimed one
+    /// (handed back, superseded, reported on) is left alone. Returns how many were recorded.
+    pub fn mark_written(
+        &mut self,
+        sendings: &[(i64, i32, bool)],
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+    ) -> Result<usize, StoreError> {
+        let mut groups: HashMap<(i32, bool), Vec<i64>> = HashMap::new();
+        for &(id, attempt, awaiting_ack) in sendings {
+            groups.entry((attempt, awaiting_ack)).or_default().push(id);
+        }
+        let mut recorded = 0;
+        for ((attempt, awaiting_ack), ids) in groups {
+            let (delivery, wake_at) = if awaiting_ack {
+                (
+                    Delivery::AwaitingAck,
+                    Some(to_micros(now + policy.ack_timeout)),
+                )
+            } else {
+                (Delivery::Written, None)
+            };
+            for chunk in ids.chunks(CHUNK) {
+                recorded += diesel::update(
+                    jobs::table
+                        .filter(jobs::id.eq_any(chunk))
+                        .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+                        .filter(jobs::delivery.eq(Delivery::Claimed.code()))
+                        .filter(jobs::attempts.eq(attempt)),
+                )
+                .set((
+                    jobs::delivery.eq(delivery.code()),
+                    jobs::wake_at.eq(wake_at),
+                ))
+                .execute(self.conn)?;
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Applies the decisions: one statement per kind and chunk, and the events in one insert
+    /// per chunk. A job without a decision (gone, or not due) is stale.
+    fn apply(
+        &mut self,
+        decisions: Vec<(i64, Option<Decision>)>,
+        rows: &HashMap<i64, Current>,
+        now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
+    ) -> Result<Vec<DueOutcome>, StoreError> {
+        let now_micros = to_micros(now);
+        let mut claims = Vec::new();
+        let mut parks = Vec::new();
+        let mut clears = Vec::new();
+        let mut events = Vec::new();
+        let mut outcomes = Vec::with_capacity(decisions.len());
+        for (id, decision) in decisions {
+            let Some(job) = rows.get(&id) else {
+                outcomes.push(DueOutcome::Stale);
+                continue;
+            };
+            outcomes.push(match decision {
+                None => DueOutcome::Stale,
+                Some(Decision::Claim(reason)) => {
+                    claims.push((outcomes.len(), id));
+                    events.push((id, Some(job.status), JobStatus::Executed, reason));
+                    // Filled in below, with the package the claim returns.
+                    DueOutcome::Stale
+                }
+                Some(Decision::Park(reason)) => {
+                    parks.push(id);
+                    events.push((id, Some(job.status), JobStatus::Pending, reason.to_owned()));
+                    DueOutcome::Parked
+                }
+                Some(Decision::StayParked) => DueOutcome::Parked,
+                Some(Decision::Fail(reason)) => {
+                    self.fail(id, job.status, now, &reason)?;
+                    DueOutcome::Failed(reason)
+                }
+                Some(Decision::Clear) => {
+                    clears.push(id);
+                    DueOutcome::Stale
+                }
+            });
+        }
+        let claim_ids: Vec<i64> = claims.iter().map(|(_, id)| *id).collect();
+        let mut packages: HashMap<i64, String> = HashMap::with_capacity(claims.len());
+        for chunk in claim_ids.chunks(CHUNK) {
+            let claimed: Vec<(i64, String)> =
+                diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                    .set((
+                        jobs::status.eq(JobStatus::Executed.as_str()),
+                        jobs::delivery.eq(Delivery::Claimed.code()),
+                        jobs::attempts.eq(jobs::attempts + 1),
+                        jobs::wake_at.eq(Some(to_micros(now + policy.claim_guard))),
+                        jobs::sent_at.eq(Some(now_micros)),
+                        jobs::updated_at.eq(now_micros),
+                    ))
+                    .returning((jobs::id, jobs::package))
+                    .get_results(self.conn)?;
+            packages.extend(claimed);
+        }
+        for chunk in parks.chunks(CHUNK) {
+            diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                .set((
+                    jobs::status.eq(JobStatus::Pending.as_str()),
+                    jobs::delivery.eq(Delivery::Idle.code()),
+                    jobs::wake_at.eq(None::<i64>),
+                    jobs::updated_at.eq(now_micros),
+                ))
+                .execute(self.conn)?;
+        }
+        for chunk in clears.chunks(CHUNK) {
+            diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                .set(jobs::wake_at.eq(None::<i64>))
+                .execute(self.conn)?;
+        }
+        record_events(self.conn, now, &events)?;
+        for (index, id) in claims {
+            if let (Some(package), Some(job)) = (packages.remove(&id), rows.get(&id)) {
+                outcomes[index] = DueOutcome::Send(Claimed {
+                    id,
+                    package,
+                    robot_address: job.robot_address.clone(),
+                    attempt: job.attempts + 1,
+                    run_at: from_micros(job.run_at),
+                });
+            }
+        }
+        Ok(outcomes)
+    }
+}
