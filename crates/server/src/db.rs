@@ -30,11 +30,12 @@ impl Db {
             .map_err(|error| StoreError::Failed(format!("a database read panicked: {error}")))?
     }
 
-    /// Resolves once the write is committed (or failed).
+    /// Resolves once the write is committed (or failed). `op` is `Fn` because the writer runs
+    /// it a second time when another write of its batch failed: it must only touch the database.
     pub(crate) async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
         self.store.writer().submit(op, move |outcome| {
@@ -48,7 +49,7 @@ impl Db {
     pub(crate) fn write_detached<T, F>(&self, what: &'static str, op: F)
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let submitted = self.store.writer().submit(op, move |outcome| {
             if let Err(error) = outcome {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::schema::{job_events, jobs, robots, unwritten_package_files};
+use crate::schema::{job_events, jobs, package_file_progress, robots};
 use crate::time::{from_micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
@@ -318,9 +318,6 @@ pub(crate) fn insert_row(
         ))
         .returning(jobs::id)
         .get_result(conn)?;
-    diesel::insert_into(unwritten_package_files::table)
-        .values(unwritten_package_files::job_id.eq(id))
-        .execute(conn)?;
     record_event(conn, id, job.created_at, None, status, &job.reason)?;
     if let Some(reason) = failed {
         record_event(conn, id, job.created_at, Some(status), status, reason)?;
@@ -376,10 +373,15 @@ impl WriteTx<'_> {
                 KeyCheck::Conflict => return Ok(InsertJob::KeyConflict),
             }
         }
-        if !robot_exists(self.conn, &job.robot_address)? {
-            return Ok(InsertJob::UnknownRobot);
-        }
-        let record = insert_row(self.conn, job, None)?;
+        // The foreign key tells an unknown robot, without a lookup of its own; the failed
+        // statement changed nothing.
+        let record = match insert_row(self.conn, job, None) {
+            Err(StoreError::Database(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ))) => return Ok(InsertJob::UnknownRobot),
+            other => other?,
+        };
         if let Some(key) = &job.idempotency {
             idempotency::remember(self.conn, key, Some(record.id), None, job.created_at)?;
         }
@@ -500,9 +502,12 @@ pub struct PackageFile {
 impl ReadConn<'_> {
     /// Jobs whose package file is not written yet, oldest first.
     pub fn unwritten_package_files(&mut self, limit: i64) -> Result<Vec<PackageFile>, StoreError> {
-        let rows: Vec<(i64, String, String)> = unwritten_package_files::table
-            .inner_join(jobs::table)
-            .order(unwritten_package_files::job_id.asc())
+        let written_up_to: i64 = package_file_progress::table
+            .select(package_file_progress::written_up_to)
+            .first(self.conn)?;
+        let rows: Vec<(i64, String, String)> = jobs::table
+            .filter(jobs::id.gt(written_up_to))
+            .order(jobs::id.asc())
             .select((jobs::id, jobs::package_name, jobs::package))
             .limit(limit)
             .load(self.conn)?;
@@ -518,15 +523,13 @@ impl ReadConn<'_> {
 }
 
 impl WriteTx<'_> {
-    /// Records that these jobs' package files are written.
-    pub fn mark_package_files_written(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
-            diesel::delete(
-                unwritten_package_files::table
-                    .filter(unwritten_package_files::job_id.eq_any(chunk)),
-            )
-            .execute(self.conn)?;
-        }
+    /// Records that every job up to `job_id` has its package file.
+    pub fn mark_package_files_written(&mut self, job_id: i64) -> Result<(), StoreError> {
+        diesel::update(
+            package_file_progress::table.filter(package_file_progress::written_up_to.lt(job_id)),
+        )
+        .set(package_file_progress::written_up_to.eq(job_id))
+        .execute(self.conn)?;
         Ok(())
     }
 }

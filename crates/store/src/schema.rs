@@ -105,13 +105,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    unwritten_package_files (job_id) {
-        job_id -> BigInt,
+    package_file_progress (id) {
+        id -> BigInt,
+        written_up_to -> BigInt,
     }
 }
 
 diesel::joinable!(schedule_events -> schedules (schedule_id));
-diesel::joinable!(unwritten_package_files -> jobs (job_id));
 diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
@@ -120,5 +120,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     schedules,
     schedule_events,
-    unwritten_package_files,
+    package_file_progress,
 );

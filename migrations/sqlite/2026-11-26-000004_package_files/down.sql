@@ -1,1 +1,1 @@
-DROP TABLE unwritten_package_files;
+DROP TABLE package_file_progress;
