@@ -3,7 +3,7 @@
 # finds a crash (a panic, a failed property, a timeout or running out of memory).
 #
 # Usage:   ./fuzz.sh [SECONDS] [TARGET...]
-#          SECONDS  time per target, default 30 (CI runs `./fuzz.sh 20`)
+#          SECONDS  time per target, default 30 (CI runs `./fuzz.sh 10`)
 #          TARGET   robot_frame, trigger and/or schedule; default all three
 # Needs:   cargo-fuzz (`cargo install cargo-fuzz --version 0.13.2 --locked`). Works on the
 #          stable toolchain: targets are built without a sanitizer (`-s none`).
@@ -18,10 +18,11 @@
 #   crates/scheduler/fuzz  schedule     Schedule objects and cron expressions
 #
 # Each fuzz folder is its own cargo workspace (not a member of the main one); all build into
-# target/fuzz (FUZZ_TARGET_DIR to change it). A crash leaves its input in <fuzz folder>/artifacts/<target>/; replay
-# it with `cargo fuzz run -s none <target> <file>` from that folder, shrink it with
-# `cargo fuzz tmin -s none <target> <file>`. After growing a corpus, minimise it with
-# `cargo fuzz cmin -s none <target>` so the repository keeps a few hundred small files.
+# target/fuzz (FUZZ_TARGET_DIR to change it). A crash leaves its input in
+# <fuzz folder>/artifacts/<target>/; replay it with `cargo fuzz run -s none <target> <file>` from
+# that folder, shrink it with `cargo fuzz tmin -s none <target> <file>`. After growing a corpus,
+# minimise it with `cargo fuzz cmin -s none <target>` so the repository keeps a few hundred small
+# files.
 
 set -euo pipefail
 

@@ -159,8 +159,9 @@ pub(crate) struct Cli {
     )]
     bad_frame_limit: u32,
 
-    /// Frames a robot may send per second on average; beyond its burst they are dropped, and a
-    /// robot that keeps it up is disconnected with 1008.
+    /// Frames a robot may send per second on average; beyond its burst the server stops reading
+    /// from it until it may send again (TCP slows it down), and a robot held at its rate for 5 s
+    /// is disconnected with 1008.
     #[arg(long, env = "SOCKET_SERVER_ROBOT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     robot_rate: u32,
 

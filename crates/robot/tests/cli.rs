@@ -331,7 +331,17 @@ async fn sigterm_closes_normally_and_exits_0() {
     let mut peer = server.accept().await;
     peer.recv_text().await;
     peer.register("conn-1", Dialect::Underscore).await;
-    // The robot watches for signals before it connects.
+    // A pong proves the robot has read the registration and left the handshake: a signal that
+    // arrives while the robot is still registering drops the half-open socket unread (a reset,
+    // not a close frame), which is right for the robot but not what this test is about.
+    peer.send_raw(tokio_tungstenite::tungstenite::Message::Ping(
+        b"registered?".to_vec().into(),
+    ))
+    .await;
+    assert!(matches!(
+        peer.recv_raw().await,
+        tokio_tungstenite::tungstenite::Message::Pong(_)
+    ));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
