@@ -16,11 +16,13 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use diesel::SqliteConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use writer::WalRestart;
 
 pub use error::StoreError;
 pub use idempotency::{Created, Prior};
@@ -56,6 +58,9 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// The largest the database file may grow, in bytes; beyond it writes fail as full.
     pub max_size: Option<u64>,
+    /// WAL pages past which the checkpoint thread starts the WAL over (see checkpoint.rs):
+    /// bounds the WAL file and the recovery read after a crash.
+    pub wal_restart_pages: u32,
 }
 
 impl StoreConfig {
@@ -67,6 +72,8 @@ impl StoreConfig {
             max_batch: 2_048,
             busy_timeout: Duration::from_secs(10),
             max_size: None,
+            // 64 MiB of 4 KiB pages: read back after a crash in well under a second.
+            wal_restart_pages: 16_384,
         }
     }
 }
@@ -134,8 +141,22 @@ impl Store {
                 reason: error.to_string(),
             })?;
 
-        let writer = Writer::start(write_conn, config.writer_queue, config.max_batch)?;
-        let checkpointer = Arc::new(checkpoint::Checkpointer::start(path, config.busy_timeout)?);
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let writer = Writer::start(
+            write_conn,
+            config.writer_queue,
+            config.max_batch,
+            WalRestart {
+                wanted: Arc::clone(&restart_wanted),
+                busy_timeout: config.busy_timeout,
+            },
+        )?;
+        let checkpointer = Arc::new(checkpoint::Checkpointer::start(
+            path,
+            config.busy_timeout,
+            config.wal_restart_pages,
+            restart_wanted,
+        )?);
         Ok(Store {
             readers,
             writer,

@@ -11,11 +11,11 @@
 //! writer's time); if one write fails, the transaction is rolled back and the batch runs again,
 //! each write in a savepoint of its own, so the failure undoes only its own changes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::{Connection, SqliteConnection};
@@ -181,13 +181,14 @@ impl Writer {
         conn: SqliteConnection,
         queue: usize,
         max_batch: usize,
+        wal: WalRestart,
     ) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("db-writer".to_owned())
-            .spawn(move || run(conn, receiver, max_batch.max(1), &thread_stats))
+            .spawn(move || run(conn, receiver, max_batch.max(1), &thread_stats, &wal))
             .map_err(|error| {
                 StoreError::Pool(format!("cannot start the writer thread: {error}"))
             })?;
@@ -322,11 +323,20 @@ mod statements {
     statement!(RollbackTo, "ROLLBACK TO rpa_operation");
 }
 
+/// The checkpoint thread's request to start the WAL over (see checkpoint.rs), served by the
+/// writer between batches because only there no write is in the way.
+pub(crate) struct WalRestart {
+    pub(crate) wanted: Arc<AtomicBool>,
+    /// The writer connection's usual busy timeout, put back after the checkpoint.
+    pub(crate) busy_timeout: Duration,
+}
+
 fn run(
     mut conn: SqliteConnection,
     receiver: Receiver<Task>,
     max_batch: usize,
     stats: &WriterStats,
+    wal: &WalRestart,
 ) {
     let mut batch: Vec<Operation> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -346,6 +356,9 @@ fn run(
             }
         }
         commit_batch(&mut conn, &mut batch, stats);
+        if wal.wanted.swap(false, Ordering::AcqRel) {
+            crate::checkpoint::restart(&mut conn, wal.busy_timeout);
+        }
     }
     // Whatever arrived after the stop: refuse it rather than leave its requester waiting.
     drop(receiver);
