@@ -109,6 +109,9 @@ fn check_form(form: &str) -> Result<(), PathRejection> {
         if host.is_empty() || is_dot_run(host) {
             return Err(PathRejection::NoHost);
         }
+        // A consumer that does not know URLs reads the authority as a path segment: `..;:x`
+        // names `..` there, even if its host `..;` is not a dot run.
+        check_segments(authority)?;
         check_segments(rest)
     } else {
         if form.starts_with(['/', '\\']) {

@@ -295,6 +295,9 @@ fn fuzzer_findings_are_refused() {
         "http://..:80/x",
         "http://user@..:80/x",
         "http://user:pw@../x",
+        "ht://..;:x",
+        "http://..;x/a",
+        "http://..#x",
     ] {
         assert!(check_path(path).is_err(), "{path:?} was accepted");
     }

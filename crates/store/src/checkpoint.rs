@@ -14,9 +14,8 @@
 //! `restart_after` pages, this thread asks the writer, between two batches, for a RESTART
 //! checkpoint ([`restart`]): with no other writer to wait for, it copies the frames added since
 //! the last passive checkpoint (a quarter second's worth) and waits, briefly, for readers to
-//! leave the WAL;
-//! the writer's next batch then writes the WAL from its start. A reader that does not leave in
-//! time makes it give up until the next request.
+//! leave the WAL; the writer's next batch then writes the WAL from its start. A reader that
+//! does not leave in time makes it give up until the next request.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

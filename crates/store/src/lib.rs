@@ -58,8 +58,8 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// The largest the database file may grow, in bytes; beyond it writes fail as full.
     pub max_size: Option<u64>,
-    /// WAL pages past which the checkpoint thread starts the WAL over (see checkpoint.rs):
-    /// bounds the WAL file and the recovery read after a crash.
+    /// WAL pages past which the writer is asked to start the WAL over (see checkpoint.rs):
+    /// bounds the WAL file and what a restart after a crash reads back.
     pub wal_restart_pages: u32,
 }
 
@@ -72,7 +72,7 @@ impl StoreConfig {
             max_batch: 2_048,
             busy_timeout: Duration::from_secs(10),
             max_size: None,
-            // 64 MiB of 4 KiB pages: read back after a crash in well under a second.
+            // 64 MiB of 4 KiB pages (P7 listens 0.06 s after a crash with a million jobs).
             wal_restart_pages: 16_384,
         }
     }

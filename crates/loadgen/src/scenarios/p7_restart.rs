@@ -36,12 +36,13 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
         // pending jobs are for (those never connect).
         let live = args.pending_robots.max(1);
         let url = target.ws_url(&args.common.ws_path);
+        // Counted before the robot connects: read after, it may or may not include the robot.
+        let base = metrics::fetch(&mut http).await?;
         let mut robot = LibRobot::spawn(&args.common, &url, live, true);
         match robot.next(Duration::from_secs(15)).await {
             Some(RobotEvent::Connected { .. }) => {}
             other => bail!("the robot could not connect: {other:?}"),
         }
-        let base = metrics::fetch(&mut http).await?;
         wait_metrics(&mut http, Duration::from_secs(15), Duration::from_millis(50), |m| {
             m.robots_connected() > base.robots_connected()
         })
@@ -61,7 +62,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
             );
         }
         let (_, registered) = wait_metrics(&mut http, Duration::from_secs(60), Duration::from_millis(50), |m| {
-            m.robots_connected() > base.robots_connected() + spread as u64
+            m.robots_connected() > base.robots_connected() + spread as u64 // and the live one
         })
         .await?;
         if registered.is_none() {
