@@ -126,8 +126,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = size, value_name = "SIZE")]
     max_frame_size: usize,
 
-    /// Bytes the WebSocket reads at a time (memory per idle robot grows with it).
-    #[arg(long, env = "SOCKET_SERVER_READ_BUFFER", default_value = "2KiB", value_parser = size, value_name = "SIZE")]
+    /// Bytes the WebSocket reads at a time (memory per idle robot grows with it, byte for byte).
+    #[arg(long, env = "SOCKET_SERVER_READ_BUFFER", default_value = "1KiB", value_parser = size, value_name = "SIZE")]
     read_buffer: usize,
 
     /// Unsent bytes one robot connection may buffer before it counts as too slow.

@@ -56,7 +56,7 @@ impl Default for Limits {
             max_message: 64 * 1024,
             max_frame: 64 * 1024,
             outbound_queue: 256,
-            read_buffer: 2048,
+            read_buffer: 1024,
             write_buffer: 256 * 1024,
             write_timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
