@@ -9,8 +9,8 @@
 //! A passive checkpoint alone does not bound the WAL under a writer that never pauses: SQLite
 //! starts the WAL over only when a write begins with every frame already copied back, and a
 //! busy writer always adds frames while the copy runs. The WAL then grows for as long as the
-//! load lasts (gigabytes after a million triggers), and a restart after a crash reads all of it
-//! back before the port opens (6 s with a million pending jobs, P7). So once the WAL passes
+//! load lasts (283 MB for 50 MB of data in a store test), and a restart after a crash reads all
+//! of it back before the port opens (6 s with a million pending jobs, P7). So once the WAL passes
 //! `restart_after` pages, this thread asks the writer, between two batches, for a RESTART
 //! checkpoint ([`restart`]): with no other writer to wait for, it copies the frames added since
 //! the last passive checkpoint (a quarter second's worth) and waits, briefly, for readers to

@@ -36,7 +36,7 @@ pub(crate) fn setup_writer(
     // The checkpoint thread does this instead (see checkpoint.rs).
     conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")?;
     // When the WAL starts over, its file is cut back to this size (64 MiB), so a burst does not
-    // leave a file of gigabytes behind.
+    // leave a huge file behind.
     conn.batch_execute("PRAGMA journal_size_limit = 67108864;")?;
     // Every write runs in a savepoint; its statement journal would otherwise be a new temporary
     // file each time (a file creation per request, measured as a seventh of the writer's time).
