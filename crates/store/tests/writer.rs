@@ -204,10 +204,10 @@ fn the_wal_stays_bounded_under_a_writer_that_never_pauses() {
     // 24,000 messages of 2 KB: over 48 MB went through the WAL.
     assert!(database > 40 << 20, "only {database} bytes were written");
     // Started over past 1 MiB, the WAL holds at most that plus what the writer adds between
-    // two passive checkpoints (a quarter second: 10-20 MB here in a debug build). Without the
-    // restart it reached 283 MB.
+    // two passive checkpoints (a quarter second: up to 23 MB seen here in a debug build; the
+    // bound leaves room for a slower or faster machine). Without the restart it reached 283 MB.
     assert!(
-        largest < 32 << 20,
+        largest < 48 << 20,
         "the WAL reached {largest} bytes (database {database} bytes)"
     );
 }
