@@ -59,26 +59,9 @@ enum Command {
         #[arg(long)]
         long: bool,
     },
-    /// kill -9 during a trigger burst, then restart; repeated.
-    F1(faults::f01_kill::F1Args),
-    /// An extended robot drops its TCP connection after a package was written, before acking.
-    F2(faults::f02_drop_before_ack::F2Args),
-    /// A field robot never reports.
-    F3(faults::f03_silent_field_robot::F3Args),
-    /// A slow robot stops reading.
-    F4(faults::f04_slow_robot::F4Args),
-    /// The database is busy: another connection holds the write lock.
-    F5(faults::f05_db_busy::F5Args),
-    /// The packages folder or the database is unwritable, the disk is full.
-    F6(faults::f06_unwritable::F6Args),
-    /// The server's clock jumps forward 1 h and back 1 h (libfaketime).
-    F7(faults::f07_clock_jump::F7Args),
-    /// A robot goes silent (SIGSTOP, no FIN).
-    F8(faults::f08_sigstop::F8Args),
-    /// SIGTERM under load.
-    F9(faults::f09_sigterm::F9Args),
-    /// The server is down for 10 minutes with a per-minute cron schedule.
-    F10(faults::f10_downtime::F10Args),
+    /// One fault: `f1` to `f10`.
+    #[command(flatten)]
+    One(Fault),
 }
 
 /// Each fault's options at their defaults, as its subcommand would parse them with no flags.
@@ -122,16 +105,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::F1(args) => vec![Fault::F1(args)],
-        Command::F2(args) => vec![Fault::F2(args)],
-        Command::F3(args) => vec![Fault::F3(args)],
-        Command::F4(args) => vec![Fault::F4(args)],
-        Command::F5(args) => vec![Fault::F5(args)],
-        Command::F6(args) => vec![Fault::F6(args)],
-        Command::F7(args) => vec![Fault::F7(args)],
-        Command::F8(args) => vec![Fault::F8(args)],
-        Command::F9(args) => vec![Fault::F9(args)],
-        Command::F10(args) => vec![Fault::F10(args)],
+        Command::One(fault) => vec![fault],
     };
     let global = cli.global;
     if !global.server_bin.is_file() {

@@ -5,18 +5,28 @@ use std::time::{Duration, Instant};
 use crate::faults::{self, Env};
 use crate::report::FaultReport;
 
-/// One fault with its options.
-#[derive(Debug, Clone)]
+/// One fault with its options; also the command line's subcommands `f1` to `f10`.
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Fault {
+    /// kill -9 during a trigger burst, then restart; repeated.
     F1(faults::f01_kill::F1Args),
+    /// An extended robot drops its TCP connection after a package was written, before acking.
     F2(faults::f02_drop_before_ack::F2Args),
+    /// A field robot never reports.
     F3(faults::f03_silent_field_robot::F3Args),
+    /// A slow robot stops reading.
     F4(faults::f04_slow_robot::F4Args),
+    /// The database is busy: another connection holds the write lock.
     F5(faults::f05_db_busy::F5Args),
+    /// The packages folder or the database is unwritable, the disk is full.
     F6(faults::f06_unwritable::F6Args),
+    /// The server's clock jumps forward 1 h and back 1 h (libfaketime).
     F7(faults::f07_clock_jump::F7Args),
+    /// A robot goes silent (SIGSTOP, no FIN).
     F8(faults::f08_sigstop::F8Args),
+    /// SIGTERM under load.
     F9(faults::f09_sigterm::F9Args),
+    /// The server is down for 10 minutes with a per-minute cron schedule.
     F10(faults::f10_downtime::F10Args),
 }
 

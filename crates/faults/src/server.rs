@@ -44,6 +44,13 @@ impl ServerSpec {
         self
     }
 
+    /// Lifts the per-robot frame rate limit: the fault's robots report on every package, and
+    /// the limit is not what the fault tests.
+    pub fn unlimited_robot_rate(self) -> ServerSpec {
+        self.arg("--robot-rate", 100_000)
+            .arg("--robot-burst", 100_000)
+    }
+
     pub fn env(mut self, key: &str, value: impl ToString) -> ServerSpec {
         self.env.push((key.to_owned(), value.to_string()));
         self

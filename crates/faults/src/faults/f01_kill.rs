@@ -54,10 +54,7 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
         args.kill_after_ms[1]
     ));
     let dir = env.work_dir("f1")?;
-    // The robots report on every package: lift the per-robot frame rate limit (not under test).
-    let spec = ServerSpec::new(&env.server_bin, dir.path())
-        .arg("--robot-rate", 100_000)
-        .arg("--robot-burst", 100_000);
+    let spec = ServerSpec::new(&env.server_bin, dir.path()).unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr);
     let ledger = SharedLedger::default();

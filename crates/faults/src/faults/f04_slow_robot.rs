@@ -119,8 +119,7 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
         .arg("--outbound-queue", args.outbound_queue)
         .arg("--write-timeout", &args.write_timeout)
         .arg("--write-buffer", &args.write_buffer)
-        .arg("--robot-rate", 100_000)
-        .arg("--robot-burst", 100_000);
+        .unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr);
     let proxy = Proxy::start(server.addr, Some(4096)).await?;

@@ -203,9 +203,7 @@ pub async fn run(env: &Env, args: &F5Args, report: &mut FaultReport) -> Result<(
         args.lock_secs, args.long_lock_secs, args.clients
     ));
     let dir = env.work_dir("f5")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path())
-        .arg("--robot-rate", 100_000)
-        .arg("--robot-burst", 100_000);
+    let spec = ServerSpec::new(&env.server_bin, dir.path()).unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr);
     let ledger = SharedLedger::default();
