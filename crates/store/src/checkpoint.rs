@@ -19,7 +19,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -85,16 +85,7 @@ impl Checkpointer {
     /// Stops the thread after a last checkpoint that also empties the WAL.
     pub(crate) fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
-        {
-            log::error!("the database checkpoint thread panicked");
-        }
+        crate::writer::join(&self.thread, "checkpoint");
     }
 }
 

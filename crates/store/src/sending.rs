@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use crate::jobs::{Delivery, JobStatus, record_events};
 use crate::schema::jobs;
 use crate::time::{from_micros, to_micros};
-use crate::transitions::{Current, CurrentRow, seconds};
+use crate::transitions::{CURRENT_COLUMNS, Current, CurrentRow, seconds};
 use crate::{DeliveryPolicy, StoreError, WriteTx};
 
 /// Rows per statement (SQLite allows 32,766 bound values).
@@ -149,18 +149,7 @@ fn load(conn: &mut SqliteConnection, ids: &[i64]) -> Result<HashMap<i64, Current
     for chunk in ids.chunks(CHUNK) {
         let loaded: Vec<(i64, CurrentRow)> = jobs::table
             .filter(jobs::id.eq_any(chunk))
-            .select((
-                jobs::id,
-                (
-                    jobs::status,
-                    jobs::delivery,
-                    jobs::attempts,
-                    jobs::forced,
-                    jobs::run_at,
-                    jobs::wake_at,
-                    jobs::robot_address,
-                ),
-            ))
+            .select((jobs::id, CURRENT_COLUMNS))
             .load(conn)?;
         for (id, row) in loaded {
             rows.insert(id, Current::from_row(row)?);

@@ -112,18 +112,29 @@ pub(crate) struct Current {
 
 pub(crate) type CurrentRow = (String, i32, i32, bool, i64, Option<i64>, String);
 
+/// The columns of a [`CurrentRow`], in its order.
+pub(crate) const CURRENT_COLUMNS: (
+    jobs::status,
+    jobs::delivery,
+    jobs::attempts,
+    jobs::forced,
+    jobs::run_at,
+    jobs::wake_at,
+    jobs::robot_address,
+) = (
+    jobs::status,
+    jobs::delivery,
+    jobs::attempts,
+    jobs::forced,
+    jobs::run_at,
+    jobs::wake_at,
+    jobs::robot_address,
+);
+
 pub(crate) fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, StoreError> {
     let row: Option<CurrentRow> = jobs::table
         .find(id)
-        .select((
-            jobs::status,
-            jobs::delivery,
-            jobs::attempts,
-            jobs::forced,
-            jobs::run_at,
-            jobs::wake_at,
-            jobs::robot_address,
-        ))
+        .select(CURRENT_COLUMNS)
         .first(conn)
         .optional()?;
     row.map(Current::from_row).transpose()

@@ -242,16 +242,17 @@ impl Writer {
     /// [`StoreError::WriterStopped`].
     pub fn shutdown(&self) {
         let _ = self.sender.send(Task::Stop);
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle
-            && handle.join().is_err()
-        {
-            log::error!("the database writer thread panicked");
-        }
+        join(&self.thread, "writer");
+    }
+}
+
+/// Waits for a thread of the store, once (later calls find the slot empty).
+pub(crate) fn join(thread: &Mutex<Option<JoinHandle<()>>>, name: &str) {
+    let handle = thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(handle) = handle
+        && handle.join().is_err()
+    {
+        log::error!("the database {name} thread panicked");
     }
 }
 
