@@ -36,7 +36,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// The database: sqlite://PATH (relative), sqlite:///PATH (absolute) or a bare path.
+    /// The database: sqlite://PATH (relative), sqlite:///PATH (absolute), a bare path, or
+    /// postgres://USER:PASSWORD@HOST:PORT/NAME (builds with the `postgres` feature).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/socket-server.db", value_parser = parse_database, value_name = "URL")]
     database: Database,
 
@@ -77,6 +78,12 @@ pub(crate) struct Cli {
     /// A job first sent later than this after its run_at fails as missed. Default: it runs late.
     #[arg(long, env = "SOCKET_SERVER_MISFIRE_GRACE", value_parser = duration, value_name = "DURATION")]
     misfire_grace: Option<Duration>,
+
+    /// Several instances on PostgreSQL: how long an instance that stops renewing its lease (it
+    /// died, or lost the database) still counts as alive; then another one takes over its
+    /// robots' unconfirmed sendings.
+    #[arg(long, env = "SOCKET_SERVER_INSTANCE_LEASE", default_value = "15s", value_parser = positive_duration, value_name = "DURATION")]
+    instance_lease: Duration,
 
     /// Sendings of one job at most, the first included.
     #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
@@ -296,6 +303,13 @@ impl Cli {
                 .filter(|o| !o.is_empty())
                 .collect(),
         };
+        if self.max_database_size.is_some() && matches!(self.database, Database::Postgres(_)) {
+            return Err(
+                "--max-database-size: applies to SQLite only; on PostgreSQL, space is the \
+                 database server's to manage"
+                    .to_owned(),
+            );
+        }
         if self.read_buffer < 256 {
             return Err("--read-buffer: must be at least 256 bytes".to_owned());
         }
@@ -317,6 +331,7 @@ impl Cli {
             min_schedule_interval: self.min_schedule_interval,
             max_database_size: self.max_database_size.map(|n| n as u64),
             sync_package_files: self.sync_package_files,
+            instance_lease: self.instance_lease,
             limits: Limits {
                 max_message: self.max_message_size,
                 max_frame: self.max_frame_size,

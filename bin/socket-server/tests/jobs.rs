@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use common::{Server, Ws, http, http_raw, metadata, next_text, send};
+use common::{Server, http, http_raw, metadata, next_package, next_text, send};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -53,23 +53,6 @@ async fn wait_status(server: &Server, id: i64, status: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("job {id} never became {status}: {last}");
-}
-
-/// The next package notification: (job_id, package object), parsed from either dialect.
-async fn next_package(ws: &mut Ws, limit: Duration) -> Option<(i64, Value, String)> {
-    let text = next_text(ws, limit).await?;
-    let frame: Value = serde_json::from_str(&text).unwrap();
-    let key = if frame.get("_event").is_some() {
-        "_event"
-    } else {
-        "event"
-    };
-    assert_eq!(frame[key], "notification", "{text}");
-    let package = match &frame["value"] {
-        Value::String(inner) => serde_json::from_str(inner).unwrap(),
-        object => object.clone(),
-    };
-    Some((package["job_id"].as_i64().unwrap(), package, text))
 }
 
 #[tokio::test]

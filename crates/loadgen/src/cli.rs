@@ -77,6 +77,12 @@ pub struct Common {
     /// Attach to a running server instead, e.g. http://127.0.0.1:4000.
     #[arg(long, value_name = "URL", conflicts_with = "server_bin")]
     pub url: Option<String>,
+    /// Another instance of the attached server, sharing its database (PostgreSQL; repeat for
+    /// several): robot worker processes and trigger clients are spread over all instances,
+    /// round-robin. Figures from /metrics are the first instance's, but for the robots
+    /// connected (summed) and the job counts (from the shared database).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub also_url: Vec<String>,
     /// The PID of the attached server, for its memory and CPU figures.
     #[arg(long, value_name = "PID", requires = "url")]
     pub server_pid: Option<u32>,

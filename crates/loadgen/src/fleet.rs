@@ -20,7 +20,8 @@ use crate::wire::{
 pub struct FleetSpec {
     pub robots: usize,
     pub per_process: usize,
-    pub server: SocketAddr,
+    /// The server's instances: worker process k connects to instance k modulo their number.
+    pub servers: Vec<SocketAddr>,
     pub path: String,
     pub prefix: String,
     pub dialect: Dialect,
@@ -93,7 +94,10 @@ impl Fleet {
             let mut command = Process::new(&exe);
             command
                 .arg("worker")
-                .args(["--server", &spec.server.to_string()])
+                .args([
+                    "--server",
+                    &spec.servers[k % spec.servers.len()].to_string(),
+                ])
                 .args(["--path", &spec.path])
                 .args(["--source", &source.to_string()])
                 .args(["--first", &share.first.to_string()])

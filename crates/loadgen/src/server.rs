@@ -49,15 +49,25 @@ pub struct Started {
 /// The server under test.
 pub struct Target {
     pub addr: SocketAddr,
+    /// Further instances sharing its database (attached only).
+    pub others: Vec<SocketAddr>,
     pid: Option<u32>,
     managed: Option<Managed>,
 }
 
 impl Target {
+    /// Every instance: this one first.
+    pub fn instances(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr)
+            .chain(self.others.iter().copied())
+            .collect()
+    }
+
     /// Attaches to a running server; `pid` enables memory and CPU figures.
-    pub fn attach(addr: SocketAddr, pid: Option<u32>) -> Target {
+    pub fn attach(addr: SocketAddr, others: Vec<SocketAddr>, pid: Option<u32>) -> Target {
         Target {
             addr,
+            others,
             pid,
             managed: None,
         }
@@ -86,6 +96,7 @@ impl Target {
         Ok((
             Target {
                 addr,
+                others: Vec::new(),
                 pid,
                 managed: Some(Managed {
                     spec,

@@ -103,7 +103,7 @@ impl DriveResult {
 /// Sends triggers from `clients` concurrent keep-alive connections until `maker` has no more
 /// or `deadline` passes.
 pub async fn drive(
-    addr: SocketAddr,
+    instances: Vec<SocketAddr>,
     clients: usize,
     deadline: Option<Instant>,
     keep_accepted: bool,
@@ -112,9 +112,11 @@ pub async fn drive(
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients.max(1) {
+    for client in 0..clients.max(1) {
         let maker = Arc::clone(&maker);
         let counter = Arc::clone(&counter);
+        // Clients are spread over the instances, round-robin.
+        let addr = instances[client % instances.len()];
         tasks.push(tokio::spawn(async move {
             let mut client = HttpClient::new(addr);
             let mut result = DriveResult::default();

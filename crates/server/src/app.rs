@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use rpa_packages::PackageDir;
 use rpa_registry::Registry;
 use rpa_scheduler::{DueLoop, DueLoopConfig, Heartbeat, SystemClock};
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Database};
+use crate::config::Config;
 use crate::db::Db;
 use crate::dispatch::{self, Dispatcher};
 use crate::metrics::Metrics;
@@ -91,6 +91,8 @@ pub struct Server {
     listener: TcpListener,
     due_loop: DueLoop<Dispatcher, SystemClock>,
     written: tokio::sync::mpsc::UnboundedReceiver<dispatch::Written>,
+    /// Jobs other instances hand to this one (PostgreSQL only).
+    hand_offs: Option<rpa_store::Listener>,
 }
 
 /// How long robot connections get to close at shutdown.
@@ -104,9 +106,9 @@ impl Server {
         let packages = PackageDir::open(&config.packages_dir)
             .map_err(|error| StartError::new("--packages-dir", error))?
             .with_sync(config.sync_package_files);
-        let Database::Sqlite(path) = &config.database;
-        let mut store_config = StoreConfig::new(path);
+        let mut store_config = StoreConfig::at(config.database.clone());
         store_config.max_size = config.max_database_size;
+        store_config.instance = crate::instance::new_id();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await
             .map_err(|error| StartError::new("--database", error))?
@@ -118,18 +120,23 @@ impl Server {
             misfire_grace: config.misfire_grace.map(delta),
         };
         let recovery_store = store.clone();
-        let (offline, resent) = tokio::task::spawn_blocking(move || {
-            let writer = recovery_store.writer();
-            let offline = writer.run(|tx| tx.mark_all_robots_offline())?;
-            let resent = writer.run(move |tx| tx.recover_in_flight(Utc::now(), &policy))?;
-            Ok::<_, rpa_store::StoreError>((offline, resent))
+        let (lease, description) = (
+            config.instance_lease,
+            crate::instance::describe(config.listen),
+        );
+        let started = tokio::task::spawn_blocking(move || {
+            crate::instance::start(&recovery_store, policy, lease, description)
         })
         .await
         .map_err(|error| StartError::new("--database", error))?
         .map_err(|error| StartError::new("--database", error))?;
         log::info!(
-            "database {} open: {offline} robots marked offline, {resent} interrupted sendings to resend",
-            path.display()
+            "database {} open as instance {}{}: {} robots marked offline, {} interrupted sendings to resend",
+            config.database,
+            store.instance(),
+            if store.shared() { " (shared)" } else { "" },
+            started.offline,
+            started.resent
         );
 
         let listener = listen(config.listen).map_err(|error| {
@@ -153,6 +160,8 @@ impl Server {
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
         dispatcher.set_wakeup(wakeup);
+        let hand_offs = crate::instance::listen(db.store(), &dispatcher)
+            .map_err(|error| StartError::new("--database", error))?;
         let app = Arc::new(App {
             config,
             db,
@@ -171,6 +180,7 @@ impl Server {
             listener,
             due_loop,
             written,
+            hand_offs,
         })
     }
 
@@ -187,6 +197,7 @@ impl Server {
             listener,
             due_loop,
             written,
+            hand_offs,
         } = self;
         let (stop, stopped) = watch::channel(false);
         let scheduler: JoinHandle<()> = tokio::spawn(due_loop.run(stopped.clone()));
@@ -196,6 +207,7 @@ impl Server {
             stopped.clone(),
         ));
         let retention = tokio::spawn(crate::retention::run(Arc::clone(&app), stopped.clone()));
+        let lease = tokio::spawn(crate::instance::run(Arc::clone(&app), stopped.clone()));
         let package_files = tokio::spawn(crate::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),
@@ -228,10 +240,19 @@ impl Server {
         let _ = scheduler.await;
         let _ = confirmer.await;
         let _ = retention.await;
+        let _ = lease.await;
         // Written after the connections closed, so the files of everything accepted are there.
         let _ = package_files.await;
         let store = app.db.store().clone();
-        let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(hand_offs);
+            // Its robots were recorded offline as their connections closed.
+            if let Err(error) = store.writer().run(|tx| tx.retire_instance()) {
+                log::warn!("cannot remove this instance's record: {error}");
+            }
+            store.shutdown();
+        })
+        .await;
         log::info!("stopped");
     }
 }
@@ -253,6 +274,6 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-fn delta(duration: Duration) -> TimeDelta {
+pub(crate) fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }

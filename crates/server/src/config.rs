@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-/// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// An embedded SQLite file.
-    Sqlite(PathBuf),
-}
+/// Where the database lives: the store's own description of it.
+pub use rpa_store::Location as Database;
 
 /// Sizes and rates that bound what the outside world can make the server hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +104,10 @@ pub struct Config {
     /// job itself is durable in the database, and the file follows within the OS's flush
     /// interval.
     pub sync_package_files: bool,
+    /// Several instances (PostgreSQL): how long an instance that stops renewing its lease is
+    /// still taken for alive. Past it, another instance takes its robots offline and sends
+    /// again what it had claimed but not confirmed.
+    pub instance_lease: Duration,
     pub limits: Limits,
     pub access: crate::auth::Access,
 }
@@ -132,6 +132,7 @@ impl Default for Config {
             min_schedule_interval: Duration::from_secs(1),
             max_database_size: None,
             sync_package_files: false,
+            instance_lease: Duration::from_secs(15),
             limits: Limits::default(),
             access: crate::auth::Access::default(),
         }
@@ -198,16 +199,23 @@ pub fn parse_size(text: &str) -> Result<usize, SettingError> {
         .ok_or_else(|| SettingError(format!("{text:?} is too large")))
 }
 
-/// Reads `sqlite://PATH` (relative), `sqlite:///PATH` (absolute), or a bare path.
+/// Reads `sqlite://PATH` (relative), `sqlite:///PATH` (absolute), a bare path, or a
+/// `postgres://` (`postgresql://`) URL when this build has the PostgreSQL backend.
 pub fn parse_database(text: &str) -> Result<Database, SettingError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(SettingError("the database location is empty".to_owned()));
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err(SettingError(
-            "PostgreSQL is not supported by this build yet; use sqlite://PATH".to_owned(),
-        ));
+        let database = Database::Postgres(text.to_owned());
+        if !database.supported() {
+            return Err(SettingError(
+                "this build has no PostgreSQL backend; build it with `cargo build --release \
+                 --features postgres` (see the README), or use sqlite://PATH"
+                    .to_owned(),
+            ));
+        }
+        return Ok(database);
     }
     if let Some(rest) = text.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -220,7 +228,7 @@ pub fn parse_database(text: &str) -> Result<Database, SettingError> {
     }
     if let Some((scheme, _)) = text.split_once("://") {
         return Err(SettingError(format!(
-            "unknown database scheme {scheme:?}; use sqlite://PATH"
+            "unknown database scheme {scheme:?}; use sqlite://PATH or postgres://..."
         )));
     }
     Ok(Database::Sqlite(PathBuf::from(text)))
@@ -279,7 +287,10 @@ mod tests {
         assert_eq!(parse_database("sqlite:data/x.db"), sqlite("data/x.db"));
         assert_eq!(parse_database("x.db"), sqlite("x.db"));
         assert!(parse_database("sqlite://:memory:").is_err());
-        assert!(parse_database("postgres://localhost/db").is_err());
+        assert_eq!(
+            parse_database("postgres://localhost/db").is_ok(),
+            cfg!(feature = "postgres")
+        );
         assert!(parse_database("mysql://localhost/db").is_err());
         assert!(parse_database("").is_err());
     }

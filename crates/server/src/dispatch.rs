@@ -22,6 +22,9 @@ const FULL_QUEUE_RETRY: TimeDelta = TimeDelta::seconds(1);
 /// ... and when the connection was closing: the robot may already have a new one.
 const CLOSED_RETRY: TimeDelta = TimeDelta::milliseconds(100);
 
+/// ... and when another instance was deciding on the job (several instances on PostgreSQL).
+const LOCKED_RETRY: TimeDelta = TimeDelta::milliseconds(20);
+
 /// A sending the connection wrote, to be confirmed in the database.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Written {
@@ -169,7 +172,9 @@ impl Dispatcher {
                     self.send(claimed, now);
                 }
                 DueOutcome::Failed(reason) => log::warn!("job failed: {reason}"),
-                DueOutcome::Parked | DueOutcome::Stale => {}
+                // Another instance is deciding on it right now: look again in a moment.
+                DueOutcome::Locked(id) => self.wake(id, now + LOCKED_RETRY),
+                DueOutcome::Parked | DueOutcome::Stale | DueOutcome::Elsewhere => {}
             }
         }
     }

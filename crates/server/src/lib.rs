@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 mod db;
 mod dispatch;
+mod instance;
 mod listener;
 pub mod logging;
 mod metrics;

@@ -118,15 +118,15 @@ async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, Failure> {
         return Ok(0);
     }
     let dir = dir.clone();
-    // Files are written in job order; the mark moves over the first run of successes, so a
+    // Files are written in job order; the jobs before the first failure are marked done, so a
     // failure is retried (with everything after it) on the next round.
-    let (written_up_to, count, failure) = tokio::task::spawn_blocking(move || {
+    let (done, count, failure) = tokio::task::spawn_blocking(move || {
         let results = dir.save_all(
             files
                 .iter()
                 .map(|f| (f.package_name.as_str(), f.job_id, f.package.as_str())),
         );
-        let mut written_up_to = None;
+        let mut done = Vec::with_capacity(files.len());
         let mut count = 0;
         let mut failure = None;
         for (file, result) in files.iter().zip(results) {
@@ -145,14 +145,14 @@ async fn write_round(db: &Db, dir: &PackageDir) -> Result<usize, Failure> {
                     break;
                 }
             }
-            written_up_to = Some(file.job_id);
+            done.push(file.job_id);
         }
-        (written_up_to, count, failure)
+        (done, count, failure)
     })
     .await
     .map_err(|error| Failure::Database(error.to_string()))?;
-    if let Some(job_id) = written_up_to {
-        db.write(move |tx| tx.mark_package_files_written(job_id))
+    if !done.is_empty() {
+        db.write(move |tx| tx.mark_package_files_written(&done))
             .await
             .map_err(|error| Failure::Database(error.to_string()))?;
     }

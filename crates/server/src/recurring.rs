@@ -43,7 +43,7 @@ pub(crate) fn fire(
     now: DateTime<Utc>,
     policy: &DeliveryPolicy,
 ) -> Result<Option<Fired>, StoreError> {
-    let Some(schedule) = tx.schedule(id)? else {
+    let Some(schedule) = tx.schedule_to_fire(id)? else {
         return Ok(None);
     };
     let Some(due) = schedule

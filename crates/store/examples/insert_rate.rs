@@ -25,7 +25,7 @@ fn main() {
     };
     store
         .writer()
-        .run(move |tx| tx.register_robot(&robot))
+        .run(move |tx| tx.register_robot(&robot, &rpa_store::DeliveryPolicy::default()))
         .unwrap();
     let job = NewJob {
         package: r#"{"package_name":"bench","path":"a/b.std"}"#.into(),

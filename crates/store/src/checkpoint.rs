@@ -61,10 +61,10 @@ impl Checkpointer {
         restart_after: u32,
         restart_wanted: Arc<AtomicBool>,
     ) -> Result<Checkpointer, StoreError> {
-        let mut conn = crate::connection::establish(path)?;
-        crate::connection::setup_writer(&mut conn, busy_timeout).map_err(|error| {
+        let mut conn = crate::connection::establish_sqlite(path)?;
+        crate::connection::setup_sqlite_writer(&mut conn, busy_timeout).map_err(|error| {
             StoreError::Open {
-                path: path.to_owned(),
+                location: path.display().to_string(),
                 reason: error.to_string(),
             }
         })?;

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 /// Why a store operation failed. Domain outcomes (an unknown robot, a job in the wrong state) are
 /// not errors: the operations return them as values.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +17,11 @@ pub enum StoreError {
     /// The writer thread has stopped (the store is shutting down).
     #[error("the database writer has stopped")]
     WriterStopped,
-    #[error("cannot open the database at {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
+    #[error("cannot open the database at {location}: {reason}")]
+    Open { location: String, reason: String },
+    /// The database server cannot be reached, or dropped the connection (PostgreSQL).
+    #[error("the database server cannot be reached: {0}")]
+    Unavailable(String),
     #[error("cannot migrate the database: {0}")]
     Migration(String),
     #[error("no database connection available: {0}")]
@@ -44,21 +45,46 @@ impl StoreError {
                 | StoreError::ReadOnly(_)
                 | StoreError::Overloaded
                 | StoreError::Pool(_)
+                | StoreError::Unavailable(_)
         )
     }
 }
 
 impl From<diesel::result::Error> for StoreError {
     fn from(error: diesel::result::Error) -> Self {
-        use diesel::result::Error;
+        use diesel::result::{DatabaseErrorKind, Error};
+        if let Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) = &error {
+            return StoreError::Unavailable(info.message().to_owned());
+        }
+        // PostgreSQL: a lock held elsewhere past `lock_timeout`, a serialization conflict, or a
+        // full disk. SQLSTATEs would be exact, but diesel passes on only the message.
+        if let Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) = &error {
+            return StoreError::Busy;
+        }
+        if let Error::DatabaseError(_, info) = &error {
+            let message = info.message().to_ascii_lowercase();
+            if message.contains("server closed the connection")
+                || message.contains("terminating connection")
+                || message.contains("no connection to the server")
+                || message.contains("connection to server")
+            {
+                return StoreError::Unavailable(info.message().to_owned());
+            }
+        }
         // SQLite reports busy, full and read-only conditions as generic database errors; the
         // message is the only stable distinction diesel passes on.
         if let Error::DatabaseError(_, info) = &error {
             let message = info.message().to_ascii_lowercase();
-            if message.contains("database is locked") || message.contains("database is busy") {
+            if message.contains("database is locked")
+                || message.contains("database is busy")
+                || message.contains("lock timeout")
+                || message.contains("deadlock detected")
+            {
                 return StoreError::Busy;
             }
-            if message.contains("database or disk is full") {
+            if message.contains("database or disk is full")
+                || message.contains("no space left on device")
+            {
                 return StoreError::Full;
             }
             if message.contains("readonly") || message.contains("read-only") {

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::connection::DbConnection;
+
 use crate::jobs::{IdempotencyKey, load_job};
 use crate::schedules::load_schedule;
 use crate::schema::idempotency_keys;
@@ -32,10 +34,7 @@ pub(crate) enum KeyCheck {
     Conflict,
 }
 
-pub(crate) fn check(
-    conn: &mut SqliteConnection,
-    key: &IdempotencyKey,
-) -> Result<KeyCheck, StoreError> {
+pub(crate) fn check(conn: &mut DbConnection, key: &IdempotencyKey) -> Result<KeyCheck, StoreError> {
     type Seen = (String, Option<i64>, Option<i64>, Option<String>);
     let seen: Option<Seen> = idempotency_keys::table
         .find(&key.key)
@@ -65,7 +64,7 @@ pub(crate) fn check(
 }
 
 pub(crate) fn remember(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConnection,
     key: &IdempotencyKey,
     job_id: Option<i64>,
     schedule_id: Option<i64>,

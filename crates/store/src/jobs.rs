@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::connection::DbConnection;
+
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::schema::{job_events, jobs, package_file_progress, robots};
+use crate::schema::{job_events, jobs, package_file_progress, pending_package_files, robots};
 use crate::time::{from_micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
@@ -240,7 +242,7 @@ pub struct DueJob {
 }
 
 pub(crate) fn record_event(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConnection,
     job_id: i64,
     at: DateTime<Utc>,
     from: Option<JobStatus>,
@@ -261,7 +263,7 @@ pub(crate) fn record_event(
 
 /// Records many events at one moment, a few hundred rows per statement.
 pub(crate) fn record_events(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConnection,
     at: DateTime<Utc>,
     events: &[(i64, Option<JobStatus>, JobStatus, String)],
 ) -> Result<(), StoreError> {
@@ -279,9 +281,8 @@ pub(crate) fn record_events(
                 )
             })
             .collect();
-        diesel::insert_into(job_events::table)
-            .values(rows)
-            .execute(conn)?;
+        let insert = diesel::insert_into(job_events::table).values(rows);
+        crate::connection::per_backend!(&mut *conn, |c| insert.execute(c))?;
     }
     Ok(())
 }
@@ -289,7 +290,7 @@ pub(crate) fn record_events(
 /// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
 /// `failed`, Failed at once with that reason (an occurrence of a schedule that was missed).
 pub(crate) fn insert_row(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConnection,
     job: &NewJob,
     failed: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
@@ -318,6 +319,12 @@ pub(crate) fn insert_row(
         ))
         .returning(jobs::id)
         .get_result(conn)?;
+    if conn.shared() {
+        // Several instances commit out of id order: the file is owed by row, not by watermark.
+        diesel::insert_into(pending_package_files::table)
+            .values(pending_package_files::job_id.eq(id))
+            .execute(conn)?;
+    }
     record_event(conn, id, job.created_at, None, status, &job.reason)?;
     if let Some(reason) = failed {
         record_event(conn, id, job.created_at, Some(status), status, reason)?;
@@ -342,7 +349,7 @@ pub(crate) fn insert_row(
     })
 }
 
-pub(crate) fn robot_exists(conn: &mut SqliteConnection, address: &str) -> Result<bool, StoreError> {
+pub(crate) fn robot_exists(conn: &mut DbConnection, address: &str) -> Result<bool, StoreError> {
     Ok(robots::table
         .find(address)
         .select(robots::address)
@@ -351,10 +358,7 @@ pub(crate) fn robot_exists(conn: &mut SqliteConnection, address: &str) -> Result
         .is_some())
 }
 
-pub(crate) fn load_job(
-    conn: &mut SqliteConnection,
-    id: i64,
-) -> Result<Option<JobRecord>, StoreError> {
+pub(crate) fn load_job(conn: &mut DbConnection, id: i64) -> Result<Option<JobRecord>, StoreError> {
     jobs::table
         .find(id)
         .first::<JobRow>(conn)
@@ -450,13 +454,26 @@ impl ReadConn<'_> {
         until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueJob>, StoreError> {
-        let rows: Vec<(i64, Option<i64>, String)> = jobs::table
+        let due = jobs::table
             .filter(jobs::wake_at.is_not_null())
             .filter(jobs::wake_at.le(to_micros(until)))
             .order((jobs::wake_at.asc(), jobs::id.asc()))
             .select((jobs::id, jobs::wake_at, jobs::robot_address))
-            .limit(limit)
-            .load(self.conn)?;
+            .limit(limit);
+        let rows: Vec<(i64, Option<i64>, String)> = if self.conn.shared() {
+            // Several instances: the jobs of robots another instance holds are that instance's
+            // to send. Those of robots nobody holds are everyone's (to park, or to fail as
+            // missed); one instance gets each (see sending.rs).
+            due.inner_join(robots::table)
+                .filter(
+                    robots::instance_id
+                        .is_null()
+                        .or(robots::instance_id.eq(self.instance)),
+                )
+                .load(self.conn)?
+        } else {
+            due.load(self.conn)?
+        };
         Ok(rows
             .into_iter()
             .map(|(id, wake_at, robot_address)| DueJob {
@@ -502,15 +519,25 @@ pub struct PackageFile {
 impl ReadConn<'_> {
     /// Jobs whose package file is not written yet, oldest first.
     pub fn unwritten_package_files(&mut self, limit: i64) -> Result<Vec<PackageFile>, StoreError> {
-        let written_up_to: i64 = package_file_progress::table
-            .select(package_file_progress::written_up_to)
-            .first(self.conn)?;
-        let rows: Vec<(i64, String, String)> = jobs::table
-            .filter(jobs::id.gt(written_up_to))
-            .order(jobs::id.asc())
-            .select((jobs::id, jobs::package_name, jobs::package))
-            .limit(limit)
-            .load(self.conn)?;
+        let columns = (jobs::id, jobs::package_name, jobs::package);
+        let rows: Vec<(i64, String, String)> = if self.conn.shared() {
+            pending_package_files::table
+                .inner_join(jobs::table.on(jobs::id.eq(pending_package_files::job_id)))
+                .order(pending_package_files::job_id.asc())
+                .select(columns)
+                .limit(limit)
+                .load(self.conn)?
+        } else {
+            let written_up_to: i64 = package_file_progress::table
+                .select(package_file_progress::written_up_to)
+                .first(self.conn)?;
+            jobs::table
+                .filter(jobs::id.gt(written_up_to))
+                .order(jobs::id.asc())
+                .select(columns)
+                .limit(limit)
+                .load(self.conn)?
+        };
         Ok(rows
             .into_iter()
             .map(|(job_id, package_name, package)| PackageFile {
@@ -523,8 +550,23 @@ impl ReadConn<'_> {
 }
 
 impl WriteTx<'_> {
-    /// Records that every job up to `job_id` has its package file.
-    pub fn mark_package_files_written(&mut self, job_id: i64) -> Result<(), StoreError> {
+    /// Records that these jobs, the first ones [`ReadConn::unwritten_package_files`] gave in
+    /// its order, have their package files.
+    pub fn mark_package_files_written(&mut self, job_ids: &[i64]) -> Result<(), StoreError> {
+        if self.conn.shared() {
+            for chunk in job_ids.chunks(500) {
+                diesel::delete(
+                    pending_package_files::table
+                        .filter(pending_package_files::job_id.eq_any(chunk)),
+                )
+                .execute(self.conn)?;
+            }
+            return Ok(());
+        }
+        // One instance commits jobs in id order, so every job up to the last one has its file.
+        let Some(&job_id) = job_ids.iter().max() else {
+            return Ok(());
+        };
         diesel::update(
             package_file_progress::table.filter(package_file_progress::written_up_to.lt(job_id)),
         )

@@ -4,7 +4,9 @@ mod checkpoint;
 mod connection;
 mod error;
 mod idempotency;
+mod instances;
 mod jobs;
+mod notify;
 mod retention;
 mod robots;
 mod schedules;
@@ -14,22 +16,24 @@ mod time;
 mod transitions;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use diesel::SqliteConnection;
+use connection::DbConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use writer::WalRestart;
+use writer::Upkeep;
 
 pub use error::StoreError;
 pub use idempotency::{Created, Prior};
+pub use instances::{InstanceRecord, Reaped};
 pub use jobs::{
     Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
     NewJob, PackageFile,
 };
+pub use notify::{HandedOff, Listener};
 pub use retention::PurgedJob;
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
 pub use schedules::{
@@ -41,13 +45,86 @@ pub use writer::{
     BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,
 };
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+#[cfg(feature = "postgres")]
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Where the database is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An embedded SQLite database file; its folder is created when missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, as a `postgres://` URL (needs the `postgres` feature).
+    Postgres(String),
+}
+
+impl Location {
+    /// True when this build can open this kind of database.
+    pub fn supported(&self) -> bool {
+        match self {
+            Location::Sqlite(_) => true,
+            Location::Postgres(_) => cfg!(feature = "postgres"),
+        }
+    }
+}
+
+/// The file's path, or the URL without its password: fit for logs and error messages.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Location::Postgres(_) => f.debug_tuple("Postgres").field(&self.to_string()).finish(),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
+fn redact_password(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
 
 /// How to open the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The SQLite database file; its folder is created when missing.
-    pub path: PathBuf,
+    pub location: Location,
     /// Pooled read connections.
     pub readers: u32,
     /// Write requests that may wait for the writer before new ones are refused as overloaded.
@@ -56,17 +133,26 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// How long a write waits for a lock held by another connection before failing as busy.
     pub busy_timeout: Duration,
-    /// The largest the database file may grow, in bytes; beyond it writes fail as full.
+    /// The largest the database file may grow, in bytes; beyond it writes fail as full. SQLite
+    /// only: a PostgreSQL server's space is its administrator's.
     pub max_size: Option<u64>,
     /// WAL pages past which the writer is asked to start the WAL over (see checkpoint.rs):
-    /// bounds the WAL file and what a restart after a crash reads back.
+    /// bounds the WAL file and what a restart after a crash reads back. SQLite only.
     pub wal_restart_pages: u32,
+    /// This server instance's id: recorded with the robots it holds and the sendings it
+    /// claims. Unique per process start; several instances share a PostgreSQL database.
+    pub instance: String,
 }
 
 impl StoreConfig {
+    /// An embedded SQLite database in the file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig::at(Location::Sqlite(path.into()))
+    }
+
+    pub fn at(location: Location) -> StoreConfig {
         StoreConfig {
-            path: path.into(),
+            location,
             readers: 8,
             writer_queue: 65_536,
             max_batch: 2_048,
@@ -74,28 +160,42 @@ impl StoreConfig {
             max_size: None,
             // 64 MiB of 4 KiB pages (P7 listens 0.06 s after a crash with a million jobs).
             wal_restart_pages: 16_384,
+            instance: fresh_instance_id(),
         }
     }
 }
 
+/// An id for a process that was given none: the process id and the start time, unique enough
+/// for tests and tools (the server gives a UUID).
+fn fresh_instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
 /// A read connection from the pool, lent for one closure.
 pub struct ReadConn<'a> {
-    conn: &'a mut SqliteConnection,
+    conn: &'a mut DbConnection,
+    /// This instance's id.
+    instance: &'a str,
 }
 
 /// The database: a pool of readers and one group-committing writer.
 #[derive(Clone)]
 pub struct Store {
-    readers: Pool<ConnectionManager<SqliteConnection>>,
+    readers: Pool<ConnectionManager<DbConnection>>,
     writer: Writer,
-    checkpointer: Arc<checkpoint::Checkpointer>,
-    path: PathBuf,
+    /// SQLite only: PostgreSQL checkpoints by itself.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
+    location: Location,
+    instance: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("location", &self.location)
             .finish_non_exhaustive()
     }
 }
@@ -103,30 +203,27 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating when missing) and migrates the database, and starts the writer thread.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let path = &config.path;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|error| StoreError::Open {
-                path: path.clone(),
-                reason: format!("cannot create its folder: {error}"),
-            })?;
-        }
-        let mut write_conn = connection::establish(path)?;
-        connection::setup_writer(&mut write_conn, config.busy_timeout).map_err(|error| {
-            StoreError::Open {
-                path: path.clone(),
-                reason: error.to_string(),
-            }
-        })?;
-        write_conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|error| StoreError::Migration(error.to_string()))?;
-        if let Some(bytes) = config.max_size {
-            connection::limit_size(&mut write_conn, bytes).map_err(|error| StoreError::Open {
-                path: path.clone(),
-                reason: format!("cannot limit its size: {error}"),
-            })?;
+        let location = &config.location;
+        let open_error = |reason: String| StoreError::Open {
+            location: location.to_string(),
+            reason,
+        };
+        let mut write_conn = connection::establish_writer(location, config.busy_timeout)?;
+        migrate(&mut write_conn)?;
+        if let Some(bytes) = config.max_size
+            && let Some(conn) = write_conn.sqlite()
+        {
+            connection::limit_size(conn, bytes)
+                .map_err(|error| open_error(format!("cannot limit its size: {error}")))?;
         }
 
+        let url = match location {
+            Location::Sqlite(path) => path
+                .to_str()
+                .ok_or_else(|| open_error("the path is not valid UTF-8".to_owned()))?
+                .to_owned(),
+            Location::Postgres(url) => url.clone(),
+        };
         let readers = Pool::builder()
             .max_size(config.readers.max(1))
             .min_idle(Some(1))
@@ -135,38 +232,61 @@ impl Store {
             .connection_customizer(Box::new(connection::ReaderSetup {
                 busy_timeout: config.busy_timeout.min(Duration::from_secs(5)),
             }))
-            .build(ConnectionManager::<SqliteConnection>::new(path_str(path)?))
-            .map_err(|error| StoreError::Open {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?;
+            .build(ConnectionManager::<DbConnection>::new(url))
+            .map_err(|error| open_error(error.to_string()))?;
 
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let writer = Writer::start(
             write_conn,
             config.writer_queue,
             config.max_batch,
-            WalRestart {
-                wanted: Arc::clone(&restart_wanted),
+            Upkeep {
+                wal_restart: Arc::clone(&restart_wanted),
                 busy_timeout: config.busy_timeout,
+                location: location.clone(),
             },
+            Arc::from(config.instance.as_str()),
         )?;
-        let checkpointer = Arc::new(checkpoint::Checkpointer::start(
-            path,
-            config.busy_timeout,
-            config.wal_restart_pages,
-            restart_wanted,
-        )?);
+        let checkpointer = match location {
+            Location::Sqlite(path) => Some(Arc::new(checkpoint::Checkpointer::start(
+                path,
+                config.busy_timeout,
+                config.wal_restart_pages,
+                restart_wanted,
+            )?)),
+            Location::Postgres(_) => None,
+        };
         Ok(Store {
             readers,
             writer,
             checkpointer,
-            path: path.clone(),
+            location: location.clone(),
+            instance: Arc::from(config.instance.as_str()),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Starts listening for jobs other instances hand to this one (see notify.rs); `deliver`
+    /// runs on the listener's thread and must only pass them on. None on SQLite.
+    pub fn listen(
+        &self,
+        deliver: impl Fn(HandedOff) + Send + 'static,
+    ) -> Result<Option<Listener>, StoreError> {
+        notify::listen(&self.location, &self.instance, Box::new(deliver))
+    }
+
+    /// True when several server instances may share this database (PostgreSQL); SQLite serves
+    /// one.
+    pub fn shared(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// Runs `f` on a pooled read connection. Blocks: call it from a blocking thread.
@@ -175,7 +295,10 @@ impl Store {
         f: impl FnOnce(&mut ReadConn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.readers.get()?;
-        f(&mut ReadConn { conn: &mut conn })
+        f(&mut ReadConn {
+            conn: &mut conn,
+            instance: &self.instance,
+        })
     }
 
     pub fn writer(&self) -> &Writer {
@@ -185,13 +308,52 @@ impl Store {
     /// Commits what is queued, stops the writer, and checkpoints the WAL into the database.
     pub fn shutdown(&self) {
         self.writer.shutdown();
-        self.checkpointer.shutdown();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.shutdown();
+        }
     }
 }
 
-fn path_str(path: &Path) -> Result<&str, StoreError> {
-    path.to_str().ok_or_else(|| StoreError::Open {
-        path: path.to_owned(),
-        reason: "the path is not valid UTF-8".to_owned(),
-    })
+fn migrate(conn: &mut DbConnection) -> Result<(), StoreError> {
+    let outcome = match conn {
+        DbConnection::Sqlite(conn) => conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(conn) => {
+            // Instances that start together must not migrate at the same time: the first takes
+            // the lock and migrates, the others wait for it and find nothing left to do.
+            use diesel::connection::SimpleConnection;
+            const MIGRATION_LOCK: i64 = 0x7270_615f_6d69_6772; // "rpa_migr"
+            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(|error| StoreError::Migration(error.to_string()))?;
+            let outcome = conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop);
+            let unlocked =
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+            outcome.and_then(|()| unlocked.map_err(Into::into))
+        }
+    };
+    outcome.map_err(|error| StoreError::Migration(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        let shown = |url: &str| Location::Postgres(url.to_owned()).to_string();
+        assert_eq!(
+            shown("postgres://rpa:s3cr:et@db.example:5432/rpa?sslmode=require"),
+            "postgres://rpa:***@db.example:5432/rpa?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgres://rpa@db/rpa?password=s3cret&sslmode=require"),
+            "postgres://rpa@db/rpa?password=***&sslmode=require"
+        );
+        assert_eq!(shown("postgresql://db/rpa"), "postgresql://db/rpa");
+        assert!(!format!("{:?}", Location::Postgres("postgres://a:pw@h/d".into())).contains("pw"));
+        assert_eq!(
+            Location::Sqlite("data/x.db".into()).to_string(),
+            "data/x.db"
+        );
+    }
 }

@@ -22,6 +22,8 @@ pub struct RobotRecord {
     pub last_seen: DateTime<Utc>,
     /// The metadata object as received (JSON).
     pub metadata: String,
+    /// The server instance that holds its live connection (None when offline).
+    pub instance: Option<String>,
 }
 
 #[derive(Queryable)]
@@ -35,6 +37,7 @@ struct RobotRow {
     first_seen: i64,
     last_seen: i64,
     metadata: String,
+    instance_id: Option<String>,
 }
 
 impl From<RobotRow> for RobotRecord {
@@ -49,6 +52,7 @@ impl From<RobotRow> for RobotRecord {
             first_seen: from_micros(row.first_seen),
             last_seen: from_micros(row.last_seen),
             metadata: row.metadata,
+            instance: row.instance_id,
         }
     }
 }
@@ -109,8 +113,15 @@ pub struct RobotFilter {
 impl WriteTx<'_> {
     /// Records the robot as online on `connection_id`, creating it on its first registration.
     /// Returns true when the robot was new.
-    pub fn register_robot(&mut self, robot: &RobotRegistration) -> Result<bool, StoreError> {
+    pub fn register_robot(
+        &mut self,
+        robot: &RobotRegistration,
+        policy: &crate::DeliveryPolicy,
+    ) -> Result<bool, StoreError> {
         let at = to_micros(robot.at);
+        if self.conn.shared() {
+            self.take_over(robot, policy)?;
+        }
         let updated = diesel::update(robots::table.find(&robot.address))
             .set((
                 robots::name.eq(&robot.name),
@@ -120,6 +131,7 @@ impl WriteTx<'_> {
                 robots::protocol.eq(robot.protocol),
                 robots::last_seen.eq(at),
                 robots::metadata.eq(&robot.metadata),
+                robots::instance_id.eq(self.instance),
             ))
             .execute(self.conn)?;
         if updated > 0 {
@@ -136,9 +148,43 @@ impl WriteTx<'_> {
                 robots::first_seen.eq(at),
                 robots::last_seen.eq(at),
                 robots::metadata.eq(&robot.metadata),
+                robots::instance_id.eq(self.instance),
             ))
             .execute(self.conn)?;
         Ok(true)
+    }
+
+    /// Several instances: the robot was held by another instance (it reconnected through the
+    /// load balancer, or its instance died). The sendings made on that connection and never
+    /// confirmed may be lost with it: they are Pending again and due now, so the claim that
+    /// follows the registration sends them on this connection. (If the old instance is alive,
+    /// its own record of the lost connection finds them changed and leaves them; at worst the
+    /// robot gets a package twice, and drops it by its `job_id`.)
+    fn take_over(
+        &mut self,
+        robot: &RobotRegistration,
+        policy: &crate::DeliveryPolicy,
+    ) -> Result<(), StoreError> {
+        let query = robots::table
+            .find(&robot.address)
+            .select(robots::instance_id);
+        let holder: Option<Option<String>> =
+            crate::connection::locked!(&mut *self.conn, query, |q, c| q.first(c).optional())?;
+        let Some(Some(holder)) = holder else {
+            return Ok(());
+        };
+        if holder == self.instance {
+            return Ok(());
+        }
+        let in_flight =
+            crate::instances::unconfirmed(self.conn, std::slice::from_ref(&robot.address))?;
+        self.requeue(
+            &in_flight,
+            robot.at,
+            policy,
+            Some(robot.at),
+            &format!("the robot moved to another server instance (from {holder}) before confirming receipt: sending again"),
+        )
     }
 
     /// Marks the robot offline if `connection_id` is still its live connection: a connection that
@@ -157,19 +203,22 @@ impl WriteTx<'_> {
         .set((
             robots::online.eq(false),
             robots::connection_id.eq(None::<String>),
+            robots::instance_id.eq(None::<String>),
             robots::last_seen.eq(to_micros(at)),
         ))
         .execute(self.conn)?;
         Ok(updated > 0)
     }
 
-    /// At start nobody is connected yet, whatever the last run left behind.
+    /// At start of the only instance (SQLite): nobody is connected yet, whatever the last run
+    /// left behind.
     pub fn mark_all_robots_offline(&mut self) -> Result<usize, StoreError> {
         Ok(
             diesel::update(robots::table.filter(robots::online.eq(true)))
                 .set((
                     robots::online.eq(false),
                     robots::connection_id.eq(None::<String>),
+                    robots::instance_id.eq(None::<String>),
                 ))
                 .execute(self.conn)?,
         )

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::connection::DbConnection;
+
 use crate::idempotency::{self, KeyCheck, Prior};
 use crate::jobs::{IdempotencyKey, JobStatus, NewJob, insert_row, record_event, robot_exists};
 use crate::schema::{jobs, schedule_events, schedules};
@@ -144,7 +146,7 @@ pub enum StopOutcome {
 }
 
 pub(crate) fn load_schedule(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConnection,
     id: i64,
 ) -> Result<Option<ScheduleRecord>, StoreError> {
     Ok(schedules::table
@@ -194,6 +196,18 @@ impl WriteTx<'_> {
 
     pub fn schedule(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
         load_schedule(self.conn, id)
+    }
+
+    /// The schedule, to fire its due occurrence. With several instances its row is locked for
+    /// the rest of the transaction, and None if another instance is firing it right now (that
+    /// one handles the occurrence; the next is in everyone's reads once it commits).
+    pub fn schedule_to_fire(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
+        let query = schedules::table.find(id);
+        let row: Option<ScheduleRow> =
+            crate::connection::locked!(&mut *self.conn, query, skip_locked, |q, c| q
+                .first::<ScheduleRow>(c)
+                .optional())?;
+        Ok(row.map(ScheduleRecord::from))
     }
 
     /// A Pending instance of the schedule, if one is still waiting.

@@ -1,5 +1,6 @@
-//! Diesel's view of the tables in `migrations/sqlite`. Written by hand: keep it in step with the
-//! migrations (the store tests run every query against the migrated schema).
+//! Diesel's view of the tables in `migrations/sqlite` and `migrations/postgres`, the same on both.
+//! Written by hand: keep it in step with the migrations (the store tests run every query against
+//! the migrated schema, on both backends in CI).
 
 diesel::table! {
     robots (address) {
@@ -12,6 +13,7 @@ diesel::table! {
         first_seen -> BigInt,
         last_seen -> BigInt,
         metadata -> Text,
+        instance_id -> Nullable<Text>,
     }
 }
 
@@ -111,6 +113,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pending_package_files (job_id) {
+        job_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    instances (id) {
+        id -> Text,
+        started_at -> BigInt,
+        lease_until -> BigInt,
+        description -> Text,
+    }
+}
+
 diesel::joinable!(schedule_events -> schedules (schedule_id));
 diesel::allow_tables_to_appear_in_same_query!(
     robots,
@@ -121,4 +138,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     schedules,
     schedule_events,
     package_file_progress,
+    instances,
+    pending_package_files,
 );

@@ -6,14 +6,22 @@
 //! it until its robot can take it, fail it (missed, or out of sendings), or leave it. Then the
 //! decisions are applied with one statement per kind for the whole batch, so a second in which
 //! 19,000 robots each have a job due costs a few statements, not 19,000 times three.
+//!
+//! With several instances (PostgreSQL), only the instance that holds a robot's live connection
+//! sends to it. The due rows are read `FOR UPDATE SKIP LOCKED`: a row another instance is
+//! deciding on right now is not waited for but looked at again a moment later
+//! ([`DueOutcome::Locked`]). A job whose robot another instance holds is left as it is, and
+//! that instance is told, by a `NOTIFY` that PostgreSQL delivers when this transaction commits
+//! ([`DueOutcome::Elsewhere`]; see notify.rs).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
+use crate::connection::{DbConnection, locked};
 use crate::jobs::{Delivery, JobStatus, record_events};
-use crate::schema::jobs;
+use crate::schema::{jobs, robots};
 use crate::time::{from_micros, to_micros};
 use crate::transitions::{CURRENT_COLUMNS, Current, CurrentRow, seconds};
 use crate::{DeliveryPolicy, StoreError, WriteTx};
@@ -57,6 +65,12 @@ pub enum DueOutcome {
     Failed(String),
     /// Nothing to do: the job changed since it was read (cancelled, reported, rescheduled).
     Stale,
+    /// Another instance holds the robot's connection: that instance was told to look at the job
+    /// (several instances only).
+    Elsewhere,
+    /// Another instance is deciding on this job at this moment: look again shortly (several
+    /// instances only).
+    Locked(i64),
 }
 
 /// What [`WriteTx::claim_for_robot`] did.
@@ -69,6 +83,8 @@ pub struct RobotClaim {
 
 /// One job's decision.
 enum Decision {
+    /// Another instance holds the robot: tell it, change nothing.
+    HandOff(String),
     Claim(String),
     Park(&'static str),
     Fail(String),
@@ -143,19 +159,59 @@ fn decide(
     }
 }
 
-/// The current rows of `ids`, in chunks.
-fn load(conn: &mut SqliteConnection, ids: &[i64]) -> Result<HashMap<i64, Current>, StoreError> {
+/// The current rows of `ids`, in chunks, locked against other instances' writers: with
+/// `skip_locked`, a row another instance holds is left out of the answer.
+fn load(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    skip_locked: bool,
+) -> Result<HashMap<i64, Current>, StoreError> {
     let mut rows = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let loaded: Vec<(i64, CurrentRow)> = jobs::table
+        let query = jobs::table
             .filter(jobs::id.eq_any(chunk))
-            .select((jobs::id, CURRENT_COLUMNS))
-            .load(conn)?;
+            .order(jobs::id.asc())
+            .select((jobs::id, CURRENT_COLUMNS));
+        let loaded: Vec<(i64, CurrentRow)> =
+            locked!(&mut *conn, query, skip_locked = skip_locked, |q, c| q
+                .load(c))?;
         for (id, row) in loaded {
             rows.insert(id, Current::from_row(row)?);
         }
     }
     Ok(rows)
+}
+
+/// Several instances: which instance holds each robot of `rows` that is held by another one
+/// than `instance`. Empty on SQLite, whose one instance holds every connected robot.
+fn held_elsewhere(
+    conn: &mut DbConnection,
+    rows: &HashMap<i64, Current>,
+    instance: &str,
+) -> Result<HashMap<String, String>, StoreError> {
+    if !conn.shared() {
+        return Ok(HashMap::new());
+    }
+    let mut addresses: Vec<&str> = rows
+        .values()
+        .map(|job| job.robot_address.as_str())
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let mut holders = HashMap::new();
+    for chunk in addresses.chunks(CHUNK) {
+        let held: Vec<(String, Option<String>)> = robots::table
+            .filter(robots::address.eq_any(chunk))
+            .filter(robots::instance_id.is_not_null())
+            .filter(robots::instance_id.ne(instance))
+            .select((robots::address, robots::instance_id))
+            .load(conn)?;
+        holders.extend(
+            held.into_iter()
+                .filter_map(|(address, holder)| Some((address, holder?))),
+        );
+    }
+    Ok(holders)
 }
 
 impl WriteTx<'_> {
@@ -170,7 +226,8 @@ impl WriteTx<'_> {
         reach: &mut dyn FnMut(&str) -> Reach,
         policy: &DeliveryPolicy,
     ) -> Result<Vec<DueOutcome>, StoreError> {
-        let rows = load(self.conn, ids)?;
+        let rows = load(self.conn, ids, true)?;
+        let holders = held_elsewhere(self.conn, &rows, self.instance)?;
         let now_micros = to_micros(now);
         let decisions = ids
             .iter()
@@ -186,6 +243,9 @@ impl WriteTx<'_> {
                                     Delivery::AwaitingAck | Delivery::Claimed
                                 )
                         );
+                        if waits && let Some(holder) = holders.get(&job.robot_address) {
+                            return Decision::HandOff(holder.clone());
+                        }
                         let reach = if waits {
                             reach(&job.robot_address)
                         } else {
@@ -197,7 +257,29 @@ impl WriteTx<'_> {
                 (*id, decision)
             })
             .collect();
-        self.apply(decisions, &rows, now, policy)
+        let mut outcomes = self.apply(decisions, &rows, now, policy)?;
+        if self.conn.shared() {
+            // A row left out of the locked read is gone, or another instance is deciding on it.
+            let missing: Vec<i64> = ids
+                .iter()
+                .copied()
+                .filter(|id| !rows.contains_key(id))
+                .collect();
+            let mut busy = std::collections::HashSet::new();
+            for chunk in missing.chunks(CHUNK) {
+                let found: Vec<i64> = jobs::table
+                    .filter(jobs::id.eq_any(chunk))
+                    .select(jobs::id)
+                    .load(self.conn)?;
+                busy.extend(found);
+            }
+            for (id, outcome) in ids.iter().zip(outcomes.iter_mut()) {
+                if busy.contains(id) {
+                    *outcome = DueOutcome::Locked(*id);
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// A robot can take packages (it just registered, or its queue drained): claim its Pending
@@ -212,17 +294,20 @@ impl WriteTx<'_> {
         why: &str,
     ) -> Result<RobotClaim, StoreError> {
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let mut ids: Vec<i64> = jobs::table
+        // Several instances: the rows are locked, waiting for another instance's writer if it
+        // is deciding on one right now (it may be parking it for want of this robot, which only
+        // just registered here); skipping it would leave it parked until the next registration.
+        let query = jobs::table
             .filter(jobs::robot_address.eq(robot_address))
             .filter(jobs::status.eq(JobStatus::Pending.as_str()))
             .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
             .order(jobs::id.asc())
             .select(jobs::id)
-            .limit(fetch)
-            .load(self.conn)?;
+            .limit(fetch);
+        let mut ids: Vec<i64> = locked!(&mut *self.conn, query, |q, c| q.load(c))?;
         let more = ids.len() > limit;
         ids.truncate(limit);
-        let rows = load(self.conn, &ids)?;
+        let rows = load(self.conn, &ids, false)?;
         let decisions = ids
             .iter()
             .map(|id| {
@@ -299,6 +384,10 @@ impl WriteTx<'_> {
             };
             outcomes.push(match decision {
                 None => DueOutcome::Stale,
+                Some(Decision::HandOff(holder)) => {
+                    crate::notify::hand_off(self.conn, &holder, id, now)?;
+                    DueOutcome::Elsewhere
+                }
                 Some(Decision::Claim(reason)) => {
                     claims.push((outcomes.len(), id));
                     events.push((id, Some(job.status), JobStatus::Executed, reason));

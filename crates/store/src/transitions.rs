@@ -14,6 +14,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
+use crate::connection::DbConnection;
+
 use crate::jobs::{Delivery, JobStatus, load_job, record_event};
 use crate::schema::jobs;
 use crate::time::to_micros;
@@ -131,7 +133,7 @@ pub(crate) const CURRENT_COLUMNS: (
     jobs::robot_address,
 );
 
-pub(crate) fn current(conn: &mut SqliteConnection, id: i64) -> Result<Option<Current>, StoreError> {
+pub(crate) fn current(conn: &mut DbConnection, id: i64) -> Result<Option<Current>, StoreError> {
     let row: Option<CurrentRow> = jobs::table
         .find(id)
         .select(CURRENT_COLUMNS)
@@ -516,24 +518,13 @@ impl WriteTx<'_> {
             .select((jobs::id, jobs::attempts))
             .load(self.conn)?;
         let count = in_flight.len();
-        for (id, attempts) in in_flight {
-            if attempts >= policy.max_attempts {
-                let reason = format!(
-                    "the server stopped before the last allowed sending ({attempts}) was confirmed"
-                );
-                self.fail(id, JobStatus::Executed, now, &reason)?;
-            } else {
-                self.set_status(id, JobStatus::Pending, Delivery::Idle, None, now)?;
-                record_event(
-                    self.conn,
-                    id,
-                    now,
-                    Some(JobStatus::Executed),
-                    JobStatus::Pending,
-                    "the server stopped before the sending was confirmed: resending when the robot connects",
-                )?;
-            }
-        }
+        self.requeue(
+            &in_flight,
+            now,
+            policy,
+            None,
+            "the server stopped before the sending was confirmed: resending when the robot connects",
+        )?;
         Ok(count)
     }
 }

@@ -6,6 +6,10 @@
 //! IMMEDIATE` transaction, commits once, and only then tells each requester how its part went.
 //! A commit that fails fails them all, and none of them was acknowledged before.
 //!
+//! PostgreSQL allows many writers, but a commit is a flush there too, so each instance groups its
+//! writes the same way; only the statement that opens the transaction differs (SQLite's `BEGIN
+//! IMMEDIATE` takes the write lock up front, so a batch never fails half-way for want of it).
+//!
 //! A request that fails must not take the others down, nor leave half its changes behind. Writes
 //! almost never fail, so a batch first runs without savepoints (they cost a quarter of the
 //! writer's time); if one write fails, the transaction is rolled back and the batch runs again,
@@ -17,15 +21,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
-use diesel::{Connection, SqliteConnection};
 
-use crate::StoreError;
+use crate::connection::DbConnection;
+use crate::{Location, StoreError};
 
 /// A write transaction, lent to one operation at a time. Operations are the methods defined on
 /// it in the rest of this crate.
 pub struct WriteTx<'a> {
-    pub(crate) conn: &'a mut SqliteConnection,
+    pub(crate) conn: &'a mut DbConnection,
+    /// This instance's id.
+    pub(crate) instance: &'a str,
 }
 
 /// A write waiting in a batch: run once (again, if the batch had to start over), then told how
@@ -178,17 +185,27 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub(crate) fn start(
-        conn: SqliteConnection,
+        conn: DbConnection,
         queue: usize,
         max_batch: usize,
-        wal: WalRestart,
+        upkeep: Upkeep,
+        instance: Arc<str>,
     ) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("db-writer".to_owned())
-            .spawn(move || run(conn, receiver, max_batch.max(1), &thread_stats, &wal))
+            .spawn(move || {
+                run(
+                    conn,
+                    receiver,
+                    max_batch.max(1),
+                    &thread_stats,
+                    &upkeep,
+                    &instance,
+                )
+            })
             .map_err(|error| {
                 StoreError::Pool(format!("cannot start the writer thread: {error}"))
             })?;
@@ -271,7 +288,9 @@ fn savepoint<T, F>(tx: &mut WriteTx<'_>, op: F) -> Result<T, StoreError>
 where
     F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError>,
 {
-    tx.conn.transaction(|conn| op(&mut WriteTx { conn }))
+    let instance = tx.instance;
+    tx.conn
+        .transaction(|conn| op(&mut WriteTx { conn, instance }))
 }
 
 /// Runs one submitted operation in a savepoint of its own, so that its failure undoes only its
@@ -299,23 +318,25 @@ where
 /// The savepoint statements of [`run_isolated`], each a type with a fixed text so that diesel
 /// caches its prepared statement.
 mod statements {
+    use diesel::backend::Backend;
     use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-    use diesel::sqlite::Sqlite;
-    use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+    use diesel::{QueryResult, RunQueryDsl};
+
+    use crate::connection::DbConnection;
 
     macro_rules! statement {
         ($name:ident, $sql:literal) => {
             #[derive(Debug, Clone, Copy, QueryId)]
             pub(super) struct $name;
 
-            impl QueryFragment<Sqlite> for $name {
-                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+            impl<DB: Backend> QueryFragment<DB> for $name {
+                fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
                     out.push_sql($sql);
                     Ok(())
                 }
             }
 
-            impl RunQueryDsl<SqliteConnection> for $name {}
+            impl RunQueryDsl<DbConnection> for $name {}
         };
     }
 
@@ -324,23 +345,29 @@ mod statements {
     statement!(RollbackTo, "ROLLBACK TO rpa_operation");
 }
 
-/// The checkpoint thread's request to start the WAL over (see checkpoint.rs), served by the
-/// writer between batches because only there no write is in the way.
-pub(crate) struct WalRestart {
-    pub(crate) wanted: Arc<AtomicBool>,
-    /// The writer connection's usual busy timeout, put back after the checkpoint.
+/// What the writer looks after between batches.
+pub(crate) struct Upkeep {
+    /// The checkpoint thread's request to start the WAL over (see checkpoint.rs), served by the
+    /// writer between batches because only there no write is in the way. SQLite only.
+    pub(crate) wal_restart: Arc<AtomicBool>,
+    /// The connection's usual busy timeout (put back after a WAL restart; set again on a new
+    /// connection).
     pub(crate) busy_timeout: Duration,
+    /// Where to connect again when a database server drops the connection.
+    pub(crate) location: Location,
 }
 
 fn run(
-    mut conn: SqliteConnection,
+    mut conn: DbConnection,
     receiver: Receiver<Task>,
     max_batch: usize,
     stats: &WriterStats,
-    wal: &WalRestart,
+    upkeep: &Upkeep,
+    instance: &str,
 ) {
     let mut batch: Vec<Operation> = Vec::with_capacity(max_batch);
     let mut stopping = false;
+    let mut broken = false;
     while !stopping {
         match receiver.recv() {
             Ok(Task::Write(op)) => batch.push(op),
@@ -356,41 +383,97 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch, stats);
-        if wal.wanted.swap(false, Ordering::AcqRel) {
-            crate::checkpoint::restart(&mut conn, wal.busy_timeout);
+        if broken {
+            // A lost server connection: connect again before the next batch (and fail this one
+            // at once, as unavailable, while the server stays away).
+            match crate::connection::establish_writer(&upkeep.location, upkeep.busy_timeout) {
+                Ok(fresh) => {
+                    log::info!("database writer connected again to {}", upkeep.location);
+                    conn = fresh;
+                }
+                Err(error) => {
+                    let error = StoreError::Unavailable(error.to_string());
+                    stats.record(batch.len(), 0, false);
+                    for op in batch.drain(..) {
+                        op.finish(Some(&error));
+                    }
+                    continue;
+                }
+            }
+        }
+        broken = commit_batch(&mut conn, instance, &mut batch, stats);
+        if upkeep.wal_restart.swap(false, Ordering::AcqRel)
+            && let Some(conn) = conn.sqlite()
+        {
+            crate::checkpoint::restart(conn, upkeep.busy_timeout);
         }
     }
     // Whatever arrived after the stop: refuse it rather than leave its requester waiting.
     drop(receiver);
 }
 
-fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Operation>, stats: &WriterStats) {
+/// Opens the batch's transaction: `BEGIN IMMEDIATE` on SQLite takes the write lock at once.
+fn begin(conn: &mut DbConnection) -> diesel::QueryResult<()> {
+    match conn {
+        DbConnection::Sqlite(conn) => {
+            AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN IMMEDIATE")
+        }
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(conn) => AnsiTransactionManager::begin_transaction_sql(conn, "BEGIN"),
+    }
+}
+
+/// Runs and commits one batch, then reports to every requester. True when the connection was
+/// lost on the way.
+fn commit_batch(
+    conn: &mut DbConnection,
+    instance: &str,
+    batch: &mut Vec<Operation>,
+    stats: &WriterStats,
+) -> bool {
     let size = batch.len();
     let started = Instant::now();
     let outcome = (|| -> Result<(), StoreError> {
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN IMMEDIATE")?;
-        let clean = batch
-            .iter_mut()
-            .all(|op| op.attempt(&mut WriteTx { conn: &mut *conn }, false));
+        begin(conn)?;
+        let clean = batch.iter_mut().all(|op| {
+            op.attempt(
+                &mut WriteTx {
+                    conn: &mut *conn,
+                    instance,
+                },
+                false,
+            )
+        });
         if !clean {
             // One write failed, and without savepoints its partial changes cannot be told
             // apart from the others': start over, each write in a savepoint of its own.
-            AnsiTransactionManager::rollback_transaction(&mut *conn)?;
-            AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN IMMEDIATE")?;
+            <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
+            begin(conn)?;
             for op in batch.iter_mut() {
-                op.attempt(&mut WriteTx { conn: &mut *conn }, true);
+                op.attempt(
+                    &mut WriteTx {
+                        conn: &mut *conn,
+                        instance,
+                    },
+                    true,
+                );
             }
         }
-        if let Err(error) = AnsiTransactionManager::commit_transaction(&mut *conn) {
+        if let Err(error) =
+            <DbConnection as Connection>::TransactionManager::commit_transaction(&mut *conn)
+        {
             // diesel rolls back a failed top-level COMMIT itself; make sure nothing stays open.
-            if AnsiTransactionManager::transaction_manager_status_mut(&mut *conn)
-                .transaction_depth()
-                .ok()
-                .flatten()
-                .is_some()
+            if <DbConnection as Connection>::TransactionManager::transaction_manager_status_mut(
+                &mut *conn,
+            )
+            .transaction_depth()
+            .ok()
+            .flatten()
+            .is_some()
             {
-                let _ = AnsiTransactionManager::rollback_transaction(&mut *conn);
+                let _ = <DbConnection as Connection>::TransactionManager::rollback_transaction(
+                    &mut *conn,
+                );
             }
             return Err(error.into());
         }
@@ -405,6 +488,7 @@ fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Operation>, stats: 
     for op in batch.drain(..) {
         op.finish(error);
     }
+    matches!(error, Some(StoreError::Unavailable(_)))
 }
 
 impl StoreError {
@@ -416,6 +500,7 @@ impl StoreError {
             StoreError::ReadOnly(reason) => StoreError::ReadOnly(reason.clone()),
             StoreError::Overloaded => StoreError::Overloaded,
             StoreError::WriterStopped => StoreError::WriterStopped,
+            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
             other => StoreError::Failed(other.to_string()),
         }
     }

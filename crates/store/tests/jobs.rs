@@ -676,7 +676,7 @@ fn retention_purges_finished_jobs_in_batches_and_keeps_pending_ones() {
 }
 
 #[test]
-fn package_files_are_written_in_job_order_up_to_a_mark() {
+fn package_files_are_owed_in_job_order_until_marked_written() {
     let store = open();
     register(&store, "A", "c");
     let a = create_job(&store, "A", t0()).id;
@@ -689,10 +689,17 @@ fn package_files_are_written_in_job_order_up_to_a_mark() {
     assert_eq!(unwritten[0].package_name, "pkg");
     store
         .writer()
-        .run(move |tx| tx.mark_package_files_written(a))
+        .run(move |tx| tx.mark_package_files_written(&[a]))
         .unwrap();
     let left = store.read(|c| c.unwritten_package_files(10)).unwrap();
     assert_eq!(left.iter().map(|f| f.job_id).collect::<Vec<_>>(), [b]);
+    let c = create_job(&store, "A", t0()).id;
+    store
+        .writer()
+        .run(move |tx| tx.mark_package_files_written(&[b]))
+        .unwrap();
+    let left = store.read(|c| c.unwritten_package_files(10)).unwrap();
+    assert_eq!(left.iter().map(|f| f.job_id).collect::<Vec<_>>(), [c]);
 }
 
 #[test]

@@ -96,8 +96,8 @@ fn after_shutdown_writes_are_refused() {
 
 #[test]
 fn reopening_keeps_data_and_job_ids_continue() {
-    let folder = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(folder.path().join("x.db"));
+    let database = common::TestDatabase::new();
+    let config = database.config.clone();
     let store = Store::open(&config).unwrap();
     register(&store, "A", "c");
     let job = common::create_job(&store, "A", t0());

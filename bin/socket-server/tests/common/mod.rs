@@ -2,11 +2,12 @@
 //! talks to it like robots and operators do (WebSocket and HTTP over loopback).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,7 +41,11 @@ impl Server {
 
     /// A server whose database, logs and packages live in `dir` (to restart on the same data).
     pub(crate) fn start_in(dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_socket-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_socket-server"));
+        if let Some(url) = postgres_database(dir).filter(|_| !args.contains(&"--database")) {
+            command.args(["--database", &url]);
+        }
+        let mut child = command
             .current_dir(dir)
             .args(["--listen", "127.0.0.1:0", "--log-stderr", "false"])
             .args(args)
@@ -174,6 +179,10 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The folder goes away with this server: so does its PostgreSQL database.
+        if let Some(temp) = &self._temp {
+            drop_postgres_database(temp.path());
+        }
     }
 }
 
@@ -289,8 +298,12 @@ where
 /// schedules. Read through the store's own API from a second connection, to compare before and
 /// after something that must change nothing.
 pub(crate) fn dump(dir: &Path) -> String {
-    use rpa_store::{JobFilter, RobotFilter, ScheduleFilter, Store, StoreConfig};
-    let store = Store::open(&StoreConfig::new(dir.join("data/socket-server.db"))).unwrap();
+    use rpa_store::{JobFilter, Location, RobotFilter, ScheduleFilter, Store, StoreConfig};
+    let config = match postgres_database(dir) {
+        Some(url) => StoreConfig::at(Location::Postgres(url)),
+        None => StoreConfig::new(dir.join("data/socket-server.db")),
+    };
+    let store = Store::open(&config).unwrap();
     let text = store
         .read(|conn| {
             let mut out = String::new();
@@ -328,4 +341,79 @@ pub(crate) fn dump(dir: &Path) -> String {
         .unwrap();
     store.shutdown();
     text
+}
+
+/// When `RPA_TEST_POSTGRES` names a PostgreSQL server (`postgres://user@host:port`), the tests
+/// run the server on it instead of SQLite: each test folder gets a database of its own there
+/// (so a restart in the same folder finds its data), created with `psql` on first use. CI runs
+/// the suite both ways (`.ci/run`).
+pub(crate) fn postgres_database(dir: &Path) -> Option<String> {
+    let server = std::env::var("RPA_TEST_POSTGRES").ok()?;
+    let name = database_name(dir);
+    let mut created = CREATED_DATABASES.lock().unwrap();
+    if created
+        .get_or_insert_with(HashSet::new)
+        .insert(name.clone())
+    {
+        psql(&server, &format!("CREATE DATABASE {name}"));
+    }
+    Some(format!("{server}/{name}"))
+}
+
+/// Drops the database [`postgres_database`] made for `dir`, if it made one.
+pub(crate) fn drop_postgres_database(dir: &Path) {
+    let Ok(server) = std::env::var("RPA_TEST_POSTGRES") else {
+        return;
+    };
+    let name = database_name(dir);
+    let made = CREATED_DATABASES
+        .lock()
+        .unwrap()
+        .as_mut()
+        .is_some_and(|created| created.remove(&name));
+    if made {
+        psql(
+            &server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+    }
+}
+
+static CREATED_DATABASES: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn database_name(dir: &Path) -> String {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(dir);
+    format!("rpa_e2e_{}_{hash:016x}", std::process::id())
+}
+
+fn psql(server: &str, command: &str) {
+    let output = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!("{server}/postgres"))
+        .args(["-c", command])
+        .output()
+        .expect("psql runs (RPA_TEST_POSTGRES is set)");
+    assert!(
+        output.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The next package notification: (job_id, package object), parsed from either dialect.
+pub(crate) async fn next_package(ws: &mut Ws, limit: Duration) -> Option<(i64, Value, String)> {
+    let text = next_text(ws, limit).await?;
+    let frame: Value = serde_json::from_str(&text).unwrap();
+    let key = if frame.get("_event").is_some() {
+        "_event"
+    } else {
+        "event"
+    };
+    assert_eq!(frame[key], "notification", "{text}");
+    let package = match &frame["value"] {
+        Value::String(inner) => serde_json::from_str(inner).unwrap(),
+        object => object.clone(),
+    };
+    Some((package["job_id"].as_i64().unwrap(), package, text))
 }

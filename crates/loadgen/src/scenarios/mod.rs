@@ -94,7 +94,12 @@ fn common_params(report: &mut Report, common: &Common, target: &Target) {
 async fn open_target(common: &Common, label: &str) -> Result<(Target, Option<Started>)> {
     if let Some(url) = &common.url {
         let addr = parse_base_url(url)?;
-        return Ok((Target::attach(addr, common.server_pid), None));
+        let others = common
+            .also_url
+            .iter()
+            .map(|url| parse_base_url(url))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok((Target::attach(addr, others, common.server_pid), None));
     }
     let Some(bin) = &common.server_bin else {
         bail!(
@@ -135,7 +140,7 @@ fn fleet_spec(common: &Common, target: &Target, robots: usize, report: bool) -> 
     FleetSpec {
         robots,
         per_process: common.robots_per_process,
-        server: target.addr,
+        servers: target.instances(),
         path: common.ws_path.clone(),
         prefix: common.robot_prefix.clone(),
         dialect: common.dialect,
@@ -174,7 +179,8 @@ async fn register_fleet(
     timeout: Duration,
     report: &mut Report,
 ) -> Result<(Fleet, u64)> {
-    let base = metrics::fetch(http).await?.robots_connected();
+    let others = spec.servers[1..].to_vec();
+    let base = metrics::fetch(http).await?.robots_connected() + connected(&others).await?;
     let robots = spec.robots;
     let mut fleet = Fleet::start(spec).await?;
     report.param("worker_processes", fleet.processes());
@@ -182,11 +188,19 @@ async fn register_fleet(
     let connect = fleet
         .connect(None, common.connect_concurrency, Duration::from_secs(30), 2)
         .await?;
-    let (metrics, took) = wait_metrics(http, timeout, Duration::from_millis(100), |m| {
-        m.robots_connected() >= base + robots as u64
-    })
-    .await?;
-    let registered = metrics.robots_connected().saturating_sub(base);
+    // With several instances, the robots connected to the others are counted too.
+    let started_wait = Instant::now();
+    let (registered, took) = loop {
+        let total = metrics::fetch(http).await?.robots_connected() + connected(&others).await?;
+        let registered = total.saturating_sub(base);
+        if registered >= robots as u64 {
+            break (registered, Some(started_wait.elapsed()));
+        }
+        if started_wait.elapsed() > timeout {
+            break (registered, None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     report.figure("robots registered", registered, "robots");
     match took {
         Some(_) => {
@@ -207,6 +221,17 @@ async fn register_fleet(
         report.note(format!("setup connections: {}", connect_summary(&connect)));
     }
     Ok((fleet, base))
+}
+
+/// Robots connected to these instances, summed.
+async fn connected(instances: &[std::net::SocketAddr]) -> Result<u64> {
+    let mut total = 0;
+    for addr in instances {
+        total += metrics::fetch(&mut HttpClient::new(*addr))
+            .await?
+            .robots_connected();
+    }
+    Ok(total)
 }
 
 fn connect_summary(connect: &ConnectReport) -> String {

@@ -59,7 +59,14 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
         let cpu_before = target.cpu_seconds();
         let own_before = crate::machine::own_cpu_seconds();
         let deadline = Instant::now() + args.duration;
-        let result = drive(target.addr, args.clients, Some(deadline), false, maker).await;
+        let result = drive(
+            target.instances(),
+            args.clients,
+            Some(deadline),
+            false,
+            maker,
+        )
+        .await;
         let seconds = result.elapsed.as_secs_f64();
         let created = result.created();
         report.figure("accepted triggers (201)", created, "count");

@@ -59,7 +59,7 @@ pub(super) async fn run(args: &P4Args) -> Result<Report> {
         let own_before = crate::machine::own_cpu_seconds().unwrap_or(0.0) + fleet.cpu_seconds();
         let started = Instant::now();
         let deadline = started + args.duration;
-        let driving = drive(target.addr, args.clients, Some(deadline), false, maker);
+        let driving = drive(target.instances(), args.clients, Some(deadline), false, maker);
         // Read the Succeeded count once a second while the triggers run.
         let sampling = async {
             let mut sampler = HttpClient::new(target.addr);

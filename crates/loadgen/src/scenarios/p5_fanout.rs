@@ -54,7 +54,7 @@ pub(super) async fn run(args: &P5Args) -> Result<Report> {
             })
         });
         let created_at = Instant::now();
-        let result = drive(target.addr, args.clients, None, true, maker).await;
+        let result = drive(target.instances(), args.clients, None, true, maker).await;
         let created = result.created();
         report.figure("jobs created (201)", created, "count");
         report.figure(

@@ -56,7 +56,7 @@ pub(super) async fn run(args: &P6Args) -> Result<Report> {
             })
         });
         let before = crate::metrics::fetch(&mut http).await?;
-        let driving = drive(target.addr, args.clients, None, true, maker);
+        let driving = drive(target.instances(), args.clients, None, true, maker);
         let result = driving.await;
         let created = result.created();
         let last_due = if total > 0 { due_of(total - 1) } else { first_due };

@@ -84,7 +84,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
             })
         });
         let fill = drive(
-            target.addr,
+            vec![target.addr],
             args.clients,
             Some(Instant::now() + args.fill_timeout),
             false,

@@ -93,11 +93,12 @@ impl Connection {
             connection_id: self.session.id().to_string(),
             at: Utc::now(),
         };
+        let policy = *self.app.dispatcher.policy();
         // The robot is reported online only once that is on disk.
         let first_time = match self
             .app
             .db
-            .write(move |tx| tx.register_robot(&registration))
+            .write(move |tx| tx.register_robot(&registration, &policy))
             .await
         {
             Ok(first_time) => first_time,

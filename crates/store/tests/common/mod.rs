@@ -2,11 +2,81 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use rpa_store::{InsertJob, JobRecord, NewJob, RobotRegistration, Store, StoreConfig};
+use rpa_store::{InsertJob, JobRecord, Location, NewJob, RobotRegistration, Store, StoreConfig};
 
+/// A store on a fresh database: a SQLite file in a temporary folder, or, when
+/// `RPA_TEST_POSTGRES` names a PostgreSQL server (`postgres://user@host:port`), a database of its
+/// own there, dropped afterwards. CI runs these tests both ways.
 pub(crate) struct TestStore {
     pub(crate) store: Store,
+    pub(crate) database: TestDatabase,
+}
+
+/// Where a test's data lives, kept as long as the test needs it.
+pub(crate) struct TestDatabase {
+    pub(crate) config: StoreConfig,
     _folder: tempfile::TempDir,
+    #[cfg(feature = "postgres")]
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub(crate) fn new() -> TestDatabase {
+        let folder = tempfile::tempdir().unwrap();
+        let sqlite = StoreConfig::new(folder.path().join("test.db"));
+        let Ok(server) = std::env::var("RPA_TEST_POSTGRES") else {
+            return TestDatabase {
+                config: sqlite,
+                _folder: folder,
+                #[cfg(feature = "postgres")]
+                postgres: None,
+            };
+        };
+        #[cfg(not(feature = "postgres"))]
+        panic!(
+            "RPA_TEST_POSTGRES is set ({server}), but rpa-store was built without its postgres feature"
+        );
+        #[cfg(feature = "postgres")]
+        {
+            use diesel::{Connection, PgConnection, RunQueryDsl};
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let name = format!(
+                "rpa_store_test_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut admin = PgConnection::establish(&format!("{server}/postgres")).unwrap();
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}"))
+                .execute(&mut admin)
+                .unwrap();
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .unwrap();
+            TestDatabase {
+                config: StoreConfig::at(Location::Postgres(format!("{server}/{name}"))),
+                _folder: folder,
+                postgres: Some((server, name)),
+            }
+        }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.config.location, Location::Postgres(_))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Some((server, name)) = &self.postgres {
+            use diesel::{Connection, PgConnection, RunQueryDsl};
+            if let Ok(mut admin) = PgConnection::establish(&format!("{server}/postgres")) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin);
+            }
+        }
+    }
 }
 
 impl std::ops::Deref for TestStore {
@@ -23,12 +93,9 @@ impl Drop for TestStore {
 }
 
 pub(crate) fn open() -> TestStore {
-    let folder = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig::new(folder.path().join("test.db"))).unwrap();
-    TestStore {
-        store,
-        _folder: folder,
-    }
+    let database = TestDatabase::new();
+    let store = Store::open(&database.config).unwrap();
+    TestStore { store, database }
 }
 
 pub(crate) fn t0() -> DateTime<Utc> {
@@ -51,7 +118,7 @@ pub(crate) fn register(store: &Store, address: &str, connection_id: &str) -> boo
     };
     store
         .writer()
-        .run(move |tx| tx.register_robot(&robot))
+        .run(move |tx| tx.register_robot(&robot, &rpa_store::DeliveryPolicy::default()))
         .unwrap()
 }
 
@@ -82,4 +149,66 @@ pub(crate) fn create_job(store: &Store, address: &str, run_at: DateTime<Utc>) ->
 
 pub(crate) fn job(store: &Store, id: i64) -> JobRecord {
     store.read(|conn| conn.job(id)).unwrap().unwrap()
+}
+
+/// A schedule for `address`, every minute, next due at t0.
+pub(crate) fn create_schedule(store: &Store, address: &str) -> i64 {
+    let schedule = rpa_store::NewSchedule {
+        cron: "0 * * * * *".to_owned(),
+        timezone: "UTC".to_owned(),
+        start: None,
+        end: None,
+        package: r#"{"package_name":"pkg","path":"a/b.std"}"#.to_owned(),
+        package_name: "pkg".to_owned(),
+        robot_address: address.to_owned(),
+        robot_name: "robot".to_owned(),
+        next_run_at: Some(t0()),
+        created_at: t0(),
+        idempotency: None,
+    };
+    match store
+        .writer()
+        .run(move |tx| tx.insert_schedule(&schedule))
+        .unwrap()
+    {
+        rpa_store::InsertSchedule::Created(record) => record.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Another connection holding row locks, as a second instance's writer deciding on those rows
+/// does: `lock_sql` runs in a transaction that stays open until the guard is dropped.
+/// PostgreSQL only.
+pub(crate) struct RowLock {
+    #[cfg(feature = "postgres")]
+    conn: diesel::PgConnection,
+}
+
+pub(crate) fn hold_row_lock(database: &TestDatabase, lock_sql: &str) -> RowLock {
+    #[cfg(feature = "postgres")]
+    {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let Location::Postgres(url) = &database.config.location else {
+            panic!("row locks are held on PostgreSQL only");
+        };
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        conn.batch_execute(&format!("BEGIN; {lock_sql};")).unwrap();
+        RowLock { conn }
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (database, lock_sql);
+        panic!("row locks are held on PostgreSQL only");
+    }
+}
+
+impl Drop for RowLock {
+    fn drop(&mut self) {
+        #[cfg(feature = "postgres")]
+        {
+            use diesel::connection::SimpleConnection;
+            let _ = self.conn.batch_execute("ROLLBACK;");
+        }
+    }
 }

@@ -1,0 +1,10 @@
+DROP TABLE instances;
+DROP TABLE pending_package_files;
+DROP TABLE package_file_progress;
+DROP TABLE schedule_events;
+DROP TABLE schedules;
+DROP TABLE idempotency_keys;
+DROP TABLE job_events;
+DROP TABLE jobs;
+DROP TABLE robot_messages;
+DROP TABLE robots;
