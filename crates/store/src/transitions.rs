@@ -133,12 +133,13 @@ pub(crate) const CURRENT_COLUMNS: (
     jobs::robot_address,
 );
 
+/// The job's row as a transition decides on it. With several instances the row is locked until
+/// the transaction ends, so that another instance's decision on it (a claim, a report, a cancel)
+/// comes wholly before or wholly after this one, never in between the read and the write.
 pub(crate) fn current(conn: &mut DbConnection, id: i64) -> Result<Option<Current>, StoreError> {
-    let row: Option<CurrentRow> = jobs::table
-        .find(id)
-        .select(CURRENT_COLUMNS)
-        .first(conn)
-        .optional()?;
+    let query = jobs::table.find(id).select(CURRENT_COLUMNS);
+    let row: Option<CurrentRow> =
+        crate::connection::locked!(&mut *conn, query, |q, c| q.first(c).optional())?;
     row.map(Current::from_row).transpose()
 }
 

@@ -302,17 +302,26 @@ where
 {
     use diesel::RunQueryDsl;
     statements::Savepoint.execute(tx.conn)?;
-    match op(tx) {
-        Ok(value) => {
-            statements::Release.execute(tx.conn)?;
-            Ok(value)
-        }
-        Err(error) => {
-            statements::RollbackTo.execute(tx.conn)?;
-            statements::Release.execute(tx.conn)?;
-            Err(error)
-        }
+    let outcome = op(tx).and_then(|value| {
+        // On PostgreSQL, RELEASE fails when a statement of the operation failed and the
+        // operation went on regardless (its transaction is aborted): then it failed too.
+        statements::Release.execute(tx.conn)?;
+        Ok(value)
+    });
+    if outcome.is_err() {
+        statements::RollbackTo.execute(tx.conn)?;
+        statements::Release.execute(tx.conn)?;
     }
+    outcome
+}
+
+/// False when a statement failed inside the transaction and it can only roll back: PostgreSQL
+/// aborts the whole transaction on any failed statement, and its COMMIT then rolls back without
+/// reporting an error, so an operation that went on after a failure would be acknowledged and
+/// lost. (SQLite undoes the failed statement alone; nothing to ask there.)
+fn healthy(conn: &mut DbConnection) -> bool {
+    use diesel::RunQueryDsl;
+    !conn.shared() || statements::Check.execute(conn).is_ok()
 }
 
 /// The savepoint statements of [`run_isolated`], each a type with a fixed text so that diesel
@@ -343,6 +352,7 @@ mod statements {
     statement!(Savepoint, "SAVEPOINT rpa_operation");
     statement!(Release, "RELEASE rpa_operation");
     statement!(RollbackTo, "ROLLBACK TO rpa_operation");
+    statement!(Check, "SELECT 1");
 }
 
 /// What the writer looks after between batches.
@@ -443,7 +453,7 @@ fn commit_batch(
                 },
                 false,
             )
-        });
+        }) && healthy(conn);
         if !clean {
             // One write failed, and without savepoints its partial changes cannot be told
             // apart from the others': start over, each write in a savepoint of its own.
@@ -457,6 +467,14 @@ fn commit_batch(
                     },
                     true,
                 );
+            }
+            if !healthy(conn) {
+                // Cannot happen: each write's savepoint was released or rolled back. Were it to,
+                // committing would report success for writes that were rolled back.
+                <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
+                return Err(StoreError::Failed(
+                    "a failed statement aborted the transaction".to_owned(),
+                ));
             }
         }
         if let Err(error) =

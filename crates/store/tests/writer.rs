@@ -61,6 +61,46 @@ fn a_failing_write_does_not_undo_the_others_in_its_batch() {
     assert_eq!(kept.len(), 40);
 }
 
+/// A write that meets a failing statement and answers with a domain outcome (an unknown robot,
+/// told by the foreign key) must not take its batch down. On PostgreSQL a failed statement
+/// aborts the whole transaction, whose COMMIT then rolls back without an error: the writes
+/// around it would be acknowledged and lost.
+#[test]
+fn a_trigger_for_an_unknown_robot_does_not_undo_its_batch() {
+    let store = open();
+    register(&store, "A", "c");
+    let (sender, receiver) = mpsc::channel();
+    for n in 0..50 {
+        let sender = sender.clone();
+        let robot = if n % 5 == 0 { "nobody" } else { "A" };
+        let job = common::new_job(robot, t0());
+        store
+            .writer()
+            .submit(
+                move |tx| tx.insert_job(&job),
+                move |result| sender.send((robot, result)).unwrap(),
+            )
+            .unwrap();
+    }
+    drop(sender);
+    for (robot, result) in receiver.iter() {
+        match (robot, result) {
+            ("A", Ok(rpa_store::InsertJob::Created(_))) => {}
+            ("nobody", Ok(rpa_store::InsertJob::UnknownRobot)) => {}
+            (robot, other) => panic!("robot {robot}: {other:?}"),
+        }
+    }
+    let kept = store
+        .read(|c| {
+            c.jobs(&rpa_store::JobFilter {
+                limit: 100,
+                ..rpa_store::JobFilter::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(kept.len(), 40);
+}
+
 #[test]
 fn a_write_lock_held_elsewhere_makes_writes_fail_as_busy_then_recover() {
     let folder = tempfile::tempdir().unwrap();
