@@ -363,35 +363,77 @@ fn insert_pending_pg(
     conn: &mut diesel::PgConnection,
     job: &NewJob,
 ) -> Result<Option<i64>, StoreError> {
+    let insert = pg::InsertPending {
+        job,
+        run_at: to_micros(job.run_at),
+        created_at: to_micros(job.created_at),
+    };
+    Ok(insert.get_result(conn).optional()?)
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use diesel::pg::Pg;
+    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
     use diesel::sql_types::{BigInt, Nullable, Text};
-    #[derive(diesel::QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
+    use diesel::{PgConnection, QueryResult, RunQueryDsl};
+
+    use super::NewJob;
+
+    /// The statement of [`super::insert_pending_pg`]. A type with a fixed text, so that diesel
+    /// keeps it prepared: parsing and planning it for every trigger would cost as much as
+    /// running it.
+    pub(super) struct InsertPending<'a> {
+        pub(super) job: &'a NewJob,
+        pub(super) run_at: i64,
+        pub(super) created_at: i64,
     }
-    let created = to_micros(job.created_at);
-    let inserted: Option<Inserted> = diesel::sql_query(
-        "WITH robot AS (SELECT 1 FROM robots WHERE address = $4), \
-         job AS (INSERT INTO jobs (status, package, package_name, robot_address, robot_name, \
-                 run_at, schedule_id, attempts, created_at, updated_at, wake_at, delivery, forced) \
-             SELECT 'Pending', $2, $3, $4, $5, $6, $7, 0, $1, $1, $6, 0, FALSE FROM robot \
-             RETURNING id), \
-         file AS (INSERT INTO pending_package_files (job_id) SELECT id FROM job), \
-         event AS (INSERT INTO job_events (job_id, at, from_status, to_status, reason) \
-             SELECT id, $1, NULL, 'Pending', $8 FROM job) \
-         SELECT id FROM job",
-    )
-    .bind::<BigInt, _>(created)
-    .bind::<Text, _>(&job.package)
-    .bind::<Text, _>(&job.package_name)
-    .bind::<Text, _>(&job.robot_address)
-    .bind::<Text, _>(&job.robot_name)
-    .bind::<BigInt, _>(to_micros(job.run_at))
-    .bind::<Nullable<BigInt>, _>(job.schedule_id)
-    .bind::<Text, _>(&job.reason)
-    .get_result(conn)
-    .optional()?;
-    Ok(inserted.map(|row| row.id))
+
+    impl QueryId for InsertPending<'_> {
+        type QueryId = InsertPending<'static>;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
+
+    impl Query for InsertPending<'_> {
+        type SqlType = BigInt;
+    }
+
+    impl RunQueryDsl<PgConnection> for InsertPending<'_> {}
+
+    impl QueryFragment<Pg> for InsertPending<'_> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            let job = self.job;
+            out.push_sql("WITH robot AS (SELECT 1 FROM robots WHERE address = ");
+            out.push_bind_param::<Text, _>(&job.robot_address)?;
+            out.push_sql(
+                "), job AS (INSERT INTO jobs (status, package, package_name, robot_address, \
+                 robot_name, run_at, schedule_id, attempts, created_at, updated_at, wake_at, \
+                 delivery, forced) SELECT 'Pending', ",
+            );
+            out.push_bind_param::<Text, _>(&job.package)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&job.package_name)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&job.robot_address)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(&job.robot_name)?;
+            out.push_sql(", run, ");
+            out.push_bind_param::<Nullable<BigInt>, _>(&job.schedule_id)?;
+            out.push_sql(", 0, created, created, run, 0, FALSE FROM robot, (SELECT ");
+            out.push_bind_param::<BigInt, _>(&self.run_at)?;
+            out.push_sql("::BIGINT AS run, ");
+            out.push_bind_param::<BigInt, _>(&self.created_at)?;
+            out.push_sql(
+                "::BIGINT AS created) AS times RETURNING id, created_at), \
+                 file AS (INSERT INTO pending_package_files (job_id) SELECT id FROM job), \
+                 event AS (INSERT INTO job_events (job_id, at, from_status, to_status, reason) \
+                 SELECT id, created_at, NULL, 'Pending', ",
+            );
+            out.push_bind_param::<Text, _>(&job.reason)?;
+            out.push_sql(" FROM job) SELECT id FROM job");
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn robot_exists(conn: &mut DbConnection, address: &str) -> Result<bool, StoreError> {
