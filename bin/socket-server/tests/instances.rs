@@ -72,10 +72,18 @@ async fn two_instances_share_robots_and_jobs_and_take_over_from_one_that_dies() 
     for address in names_b {
         robots_b.push(b.robot(&format!("robot-{address}"), address).await);
     }
-    // Each instance sees every robot online, whichever holds it.
-    for address in names_a.iter().chain(&names_b) {
-        a.wait_online(address, true).await;
-        b.wait_online(address, true).await;
+    // Each instance sees every robot online, and which instance holds it.
+    let holder = |robot: &Value| robot["instance"].as_str().unwrap().to_owned();
+    let (instance_a, instance_b) = (
+        holder(&a.wait_online(names_a[0], true).await),
+        holder(&b.wait_online(names_b[0], true).await),
+    );
+    assert_ne!(instance_a, instance_b);
+    for (names, instance) in [(names_a, &instance_a), (names_b, &instance_b)] {
+        for address in names {
+            assert_eq!(&holder(&a.wait_online(address, true).await), instance);
+            assert_eq!(&holder(&b.wait_online(address, true).await), instance);
+        }
     }
 
     // One job per robot through each instance, due now: each delivered once, by the holder.
@@ -164,7 +172,7 @@ async fn two_instances_share_robots_and_jobs_and_take_over_from_one_that_dies() 
     .await;
     for address in names_a {
         let robot = b.wait_online(address, true).await;
-        assert_eq!(robot["online"], true);
+        assert_eq!(holder(&robot), instance_b, "robot {address} moved to B");
     }
     drop(moved);
     drop(b);

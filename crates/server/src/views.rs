@@ -27,6 +27,8 @@ pub(crate) struct RobotView {
     online: bool,
     connection_id: Option<String>,
     protocol: i32,
+    /// The server instance holding its live connection (several may share PostgreSQL).
+    instance: Option<String>,
     first_seen: String,
     last_seen: String,
     metadata: Box<RawValue>,
@@ -41,6 +43,7 @@ impl From<RobotRecord> for RobotView {
             online: robot.online,
             connection_id: robot.connection_id,
             protocol: robot.protocol,
+            instance: robot.instance,
             first_seen: time(robot.first_seen),
             last_seen: time(robot.last_seen),
             metadata: raw(&robot.metadata),

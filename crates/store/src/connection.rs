@@ -67,30 +67,10 @@ macro_rules! locked {
         }
     };
     ($conn:expr, $query:expr, |$q:ident, $c:ident| $body:expr) => {
-        match $conn {
-            $crate::connection::DbConnection::Sqlite($c) => {
-                let $q = $query;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            $crate::connection::DbConnection::Pg($c) => {
-                let $q = $query.for_update();
-                $body
-            }
-        }
+        $crate::connection::locked!($conn, $query, skip_locked = false, |$q, $c| $body)
     };
     ($conn:expr, $query:expr, skip_locked, |$q:ident, $c:ident| $body:expr) => {
-        match $conn {
-            $crate::connection::DbConnection::Sqlite($c) => {
-                let $q = $query;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            $crate::connection::DbConnection::Pg($c) => {
-                let $q = $query.for_update().skip_locked();
-                $body
-            }
-        }
+        $crate::connection::locked!($conn, $query, skip_locked = true, |$q, $c| $body)
     };
 }
 pub(crate) use locked;
