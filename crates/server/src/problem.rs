@@ -176,6 +176,13 @@ impl From<rpa_store::StoreError> for Problem {
                 "overloaded",
                 "the server is overloaded; nothing was changed, retry shortly",
             ),
+            // PostgreSQL out of reach (restarting, failing over): the writer and the pool connect
+            // again by themselves.
+            StoreError::Unavailable(_) => Problem::unavailable(
+                "database_unavailable",
+                "the database server cannot be reached; retry shortly (a trigger retried with \
+                 its Idempotency-Key is not created twice)",
+            ),
             StoreError::WriterStopped => {
                 Problem::unavailable("shutting_down", "the server is shutting down")
             }
