@@ -178,3 +178,33 @@ async fn two_instances_share_robots_and_jobs_and_take_over_from_one_that_dies() 
     drop(b);
     common::drop_postgres_database(shared_dir.path());
 }
+
+#[tokio::test]
+async fn an_instance_that_finds_its_lease_taken_over_lets_its_robots_register_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = common::postgres_database(dir.path()) else {
+        eprintln!("RPA_TEST_POSTGRES is not set: leases are kept on PostgreSQL only; not run");
+        return;
+    };
+    let server = Server::start(&["--database", url.as_str(), "--instance-lease", "1s"]);
+    let address = "0C0000000001";
+    let mut ws = server.robot("robot-lease", address).await;
+    // What another instance does once this one's lease has passed: its record goes, its robots
+    // offline.
+    common::psql(
+        &url,
+        "DELETE FROM instances; UPDATE robots SET online = FALSE, instance_id = NULL, \
+         connection_id = NULL",
+    );
+    // At its next renewal (a fifth of the lease) the instance finds out and closes the robot's
+    // connection with 1012, so that it registers afresh.
+    assert_eq!(
+        common::close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1012)
+    );
+    let _again = server.robot("robot-lease", address).await;
+    let robot = server.wait_online(address, true).await;
+    assert!(robot["instance"].is_string(), "{robot}");
+    drop(server);
+    common::drop_postgres_database(dir.path());
+}

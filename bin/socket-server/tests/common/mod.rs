@@ -355,7 +355,10 @@ pub(crate) fn postgres_database(dir: &Path) -> Option<String> {
         .get_or_insert_with(HashSet::new)
         .insert(name.clone())
     {
-        psql(&server, &format!("CREATE DATABASE {name}"));
+        psql(
+            &format!("{server}/postgres"),
+            &format!("CREATE DATABASE {name}"),
+        );
     }
     Some(format!("{server}/{name}"))
 }
@@ -387,10 +390,11 @@ fn database_name(dir: &Path) -> String {
     format!("rpa_e2e_{}_{hash:016x}", std::process::id())
 }
 
-fn psql(server: &str, command: &str) {
+/// Runs one SQL command with `psql` on the database at `url`.
+pub(crate) fn psql(url: &str, command: &str) {
     let output = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!("{server}/postgres"))
+        .arg(url)
         .args(["-c", command])
         .output()
         .expect("psql runs (RPA_TEST_POSTGRES is set)");
