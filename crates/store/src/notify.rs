@@ -127,7 +127,7 @@ pub(crate) fn listen(
         }
         #[cfg(not(feature = "postgres"))]
         Location::Postgres(_) => {
-            let _ = (instance, deliver, Arc::new(AtomicBool::new(false)), POLL);
+            let _ = (instance, deliver);
             Err(StoreError::Open {
                 location: location.to_string(),
                 reason: "this build has no PostgreSQL support".to_owned(),

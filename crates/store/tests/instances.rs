@@ -238,3 +238,85 @@ fn a_schedule_another_instance_is_firing_is_left_to_it() {
     a.shutdown();
     b.shutdown();
 }
+
+/// Ends the test database's server connections named `application_name`, as a database restart
+/// or a failover does.
+fn drop_connections(database: &TestDatabase, application_name: &str) {
+    common::run_sql(
+        database,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = '{application_name}'"
+        ),
+    );
+}
+
+#[test]
+fn a_writer_whose_server_connection_drops_connects_again() {
+    let Some((a, b, database)) = two_instances() else {
+        return;
+    };
+    register(&a, "R", "on-a");
+    drop_connections(&database, "rpa-socket-server writer");
+    // The first write after the loss may fail, as unavailable (a 503); the writer connects again
+    // before the next batch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let written = loop {
+        match a
+            .writer()
+            .run(|tx| tx.insert_robot_message("R", "on-a", t0(), "1"))
+        {
+            Ok(id) => break id,
+            Err(error) => {
+                assert!(
+                    matches!(error, rpa_store::StoreError::Unavailable(_)),
+                    "{error:?}"
+                );
+                assert!(error.is_transient());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the writer never came back"
+                );
+            }
+        }
+    };
+    let kept = a.read(|c| c.robot_messages("R", None, 10)).unwrap();
+    assert_eq!(kept.iter().map(|m| m.id).collect::<Vec<_>>(), [written]);
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn a_listener_whose_server_connection_drops_hears_hand_offs_again() {
+    let Some((a, b, database)) = two_instances() else {
+        return;
+    };
+    let (sender, received) = std::sync::mpsc::channel();
+    let _listener = b
+        .listen(move |handed| {
+            let _ = sender.send(handed.job_id);
+        })
+        .unwrap()
+        .expect("PostgreSQL listens");
+    register(&b, "R", "on-b");
+    drop_connections(&database, "rpa-socket-server listener");
+    // Hand-offs sent while it reconnects are lost (the holder finds those jobs at its next read
+    // of due jobs); once it is back, they arrive again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let job = create_job(&a, "R", t0()).id;
+        assert_eq!(due(&a, job, t0()), DueOutcome::Elsewhere);
+        if received
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok_and(|id| id == job)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came back"
+        );
+    }
+    a.shutdown();
+    b.shutdown();
+}

@@ -187,12 +187,8 @@ pub(crate) struct RowLock {
 pub(crate) fn hold_row_lock(database: &TestDatabase, lock_sql: &str) -> RowLock {
     #[cfg(feature = "postgres")]
     {
-        use diesel::Connection;
         use diesel::connection::SimpleConnection;
-        let Location::Postgres(url) = &database.config.location else {
-            panic!("row locks are held on PostgreSQL only");
-        };
-        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        let mut conn = connect(database);
         conn.batch_execute(&format!("BEGIN; {lock_sql};")).unwrap();
         RowLock { conn }
     }
@@ -201,6 +197,30 @@ pub(crate) fn hold_row_lock(database: &TestDatabase, lock_sql: &str) -> RowLock 
         let _ = (database, lock_sql);
         panic!("row locks are held on PostgreSQL only");
     }
+}
+
+/// Runs `sql` on the test database from a connection of its own, as another process would
+/// (PostgreSQL only).
+pub(crate) fn run_sql(database: &TestDatabase, sql: &str) {
+    #[cfg(feature = "postgres")]
+    {
+        use diesel::connection::SimpleConnection;
+        connect(database).batch_execute(sql).unwrap();
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (database, sql);
+        panic!("SQL from outside runs on PostgreSQL only");
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn connect(database: &TestDatabase) -> diesel::PgConnection {
+    use diesel::Connection;
+    let Location::Postgres(url) = &database.config.location else {
+        panic!("not a PostgreSQL test database");
+    };
+    diesel::PgConnection::establish(url).unwrap()
 }
 
 impl Drop for RowLock {
