@@ -11,18 +11,16 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use common::{Server, Ws, next_package};
+use rpa_testkit::Trigger;
 use serde_json::{Value, json};
 
 fn trigger(address: &str, seconds: i64) -> Value {
-    let at =
-        (Utc::now() + TimeDelta::seconds(seconds)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    json!({
-        "Package": {"package_name": "shared-pkg", "path": "studio/pkg.std"},
-        "Robot": {"robot_name": format!("robot-{address}"), "robot_address": address},
-        "Schedule": {"at": at},
-    })
+    Trigger::new("shared-pkg", "studio/pkg.std")
+        .robot(&format!("robot-{address}"), address)
+        .at(Utc::now() + TimeDelta::seconds(seconds))
+        .to_json()
 }
 
 async fn create(server: &Server, body: &Value) -> i64 {

@@ -7,24 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use common::{Server, http, http_raw, metadata, next_package, next_text, send};
 use futures_util::SinkExt;
+use rpa_testkit::{Trigger, rfc3339_millis as rfc3339};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const ROBOT: &str = "001AFFDB45C2";
 
 fn trigger(schedule: Value) -> Value {
-    json!({
-        "Package": {"package_name": "package-x74s-eg", "path": "cloudinary/studioPackages/pkg1-x74s.std"},
-        "Robot": {"robot_name": "LAPTOP-TAUNF8FD", "robot_address": ROBOT},
-        "Schedule": schedule,
-    })
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    Trigger::new("package-x74s-eg", "cloudinary/studioPackages/pkg1-x74s.std")
+        .robot("LAPTOP-TAUNF8FD", ROBOT)
+        .schedule(schedule)
+        .to_json()
 }
 
 fn in_secs(seconds: i64) -> Value {

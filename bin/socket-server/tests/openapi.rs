@@ -8,6 +8,7 @@
 mod common;
 
 use common::{Server, Ws, http_raw};
+use rpa_testkit::Trigger;
 use serde_json::{Value, json};
 
 const ROBOT: &str = "001AFFDB45C2";
@@ -94,11 +95,10 @@ fn routes_table() -> Vec<(String, String)> {
 
 /// A one-shot trigger far in the future: the job stays `Pending`.
 fn trigger(schedule: Value) -> Value {
-    json!({
-        "Package": {"package_name": "package-x74s-eg", "path": "cloudinary/studioPackages/pkg1-x74s.std"},
-        "Robot": {"robot_name": "R", "robot_address": ROBOT},
-        "Schedule": schedule,
-    })
+    Trigger::new("package-x74s-eg", "cloudinary/studioPackages/pkg1-x74s.std")
+        .robot("R", ROBOT)
+        .schedule(schedule)
+        .to_json()
 }
 
 async fn create(server: &Server, schedule: Value) -> i64 {
@@ -231,7 +231,7 @@ fn check_answer(
     doc: &Value,
     operation: &Operation<'_>,
     status: u16,
-    headers: &hyper::HeaderMap,
+    headers: &rpa_testkit::http::HeaderMap,
     text: &str,
 ) {
     let what = format!("{} {}", operation.method, operation.path);

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Server, eventually, http_raw, next_text, send};
+use rpa_testkit::Trigger;
 use serde_json::{Value, json};
 
 const ROBOT: &str = "001AFFDB45C2";
@@ -33,11 +34,7 @@ fn value(metrics: &str, name: &str) -> f64 {
 }
 
 fn trigger() -> Value {
-    json!({
-        "Package": {"package_name": "p", "path": "a/b.std"},
-        "Robot": {"robot_name": "R", "robot_address": ROBOT},
-        "Schedule": {"at": chrono::Utc::now().to_rfc3339()},
-    })
+    Trigger::new("p", "a/b.std").robot("R", ROBOT).to_json()
 }
 
 #[tokio::test]

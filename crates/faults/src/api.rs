@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Result;
+use rpa_testkit::{HttpClient, Trigger as TriggerDoc};
 use serde_json::{Value, json};
 
 use crate::checker::{Answer, DUE_FIELD, KEY_FIELD, ServerJob, Trigger};
 use crate::clock::{now_us, rfc3339};
-use crate::error::Result;
-use crate::http::HttpClient;
 
 /// A robot the triggers name.
 #[derive(Debug, Clone)]
@@ -22,20 +22,15 @@ pub struct Target {
 /// The trigger document for one job: the package names the trigger (`fault_key`, also its
 /// `package_name`, so its package file can be told apart) and carries its due moment.
 pub fn trigger_body(key: &str, robot: &Target, due_us: i64, padding: usize) -> Value {
-    let mut package = json!({
-        "package_name": key,
-        "path": format!("faults/{key}.std"),
-        KEY_FIELD: key,
-        DUE_FIELD: due_us,
-    });
+    let mut body = TriggerDoc::new(key, &format!("faults/{key}.std"))
+        .package_field(KEY_FIELD, key)
+        .package_field(DUE_FIELD, due_us)
+        .robot(&robot.name, &robot.address)
+        .schedule(json!({"at": rfc3339(due_us)}));
     if padding > 0 {
-        package["padding"] = Value::String("x".repeat(padding));
+        body = body.package_field("padding", "x".repeat(padding));
     }
-    json!({
-        "Package": package,
-        "Robot": {"robot_name": robot.name, "robot_address": robot.address},
-        "Schedule": {"at": rfc3339(due_us)},
-    })
+    body.to_json()
 }
 
 /// Posts one trigger and records what it got. `due_us` must be on the server's timeline and
@@ -74,10 +69,10 @@ pub async fn trigger(
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             problem: answer.is_problem(),
-            retry_after: answer.retry_after.is_some(),
+            retry_after: answer.header(hyper::header::RETRY_AFTER).is_some(),
         },
         Err(error) => Answer::NoAnswer {
-            error: error.to_string(),
+            error: format!("{:#}", anyhow::Error::from(error)),
         },
     };
     Trigger {
@@ -102,7 +97,7 @@ impl Api {
     }
 
     fn client(&self) -> HttpClient {
-        HttpClient::new(self.addr).with_timeout(Duration::from_secs(20))
+        HttpClient::new(self.addr).timeout(Duration::from_secs(20))
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
@@ -116,10 +111,7 @@ impl Api {
     }
 
     pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {
-        let answer = self
-            .client()
-            .request(hyper::Method::DELETE, path, None)
-            .await?;
+        let answer = self.client().delete(path).await?;
         Ok((answer.status, answer.json()))
     }
 
@@ -146,7 +138,7 @@ impl Api {
             };
             let answer = client.get(&path).await?;
             if answer.status != 200 {
-                crate::bail!("GET {path}: {} {}", answer.status, answer.json());
+                anyhow::bail!("GET {path}: {} {}", answer.status, answer.json());
             }
             let page = answer.json();
             let items = page

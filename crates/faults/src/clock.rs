@@ -1,18 +1,14 @@
 //! Wall-clock time in microseconds since the epoch, the unit the server stores and the checker
 //! compares in.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 /// The harness's wall clock, µs since the epoch.
-pub fn now_us() -> i64 {
-    Utc::now().timestamp_micros()
-}
+pub use rpa_testkit::now_us;
 
 /// RFC 3339 in UTC with milliseconds, the form the server's `at` schedules take.
 pub fn rfc3339(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    rpa_testkit::rfc3339_millis(rpa_testkit::trigger::from_micros(us))
 }
 
 /// Parses an RFC 3339 time as the API shows it.

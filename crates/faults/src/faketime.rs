@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::error::Result;
-use crate::server::ServerSpec;
+use anyhow::Result;
+use rpa_testkit::ServerCommand;
 
 /// Where Debian and a source install put the library.
 const CANDIDATES: &[&str] = &[
@@ -56,7 +56,7 @@ impl FakeClock {
     }
 
     /// The server's environment for libfaketime.
-    pub fn apply(&self, spec: ServerSpec) -> ServerSpec {
+    pub fn apply(&self, spec: ServerCommand) -> ServerCommand {
         let spec = spec
             .env("LD_PRELOAD", self.library.display())
             .env("FAKETIME_TIMESTAMP_FILE", self.path.display())

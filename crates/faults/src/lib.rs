@@ -3,11 +3,9 @@
 pub mod api;
 pub mod checker;
 pub mod clock;
-pub mod error;
 pub mod faketime;
 pub mod faults;
 pub mod fleet;
-pub mod http;
 pub mod proxy;
 pub mod report;
 pub mod runner;

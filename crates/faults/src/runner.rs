@@ -78,7 +78,7 @@ impl Fault {
         let result = tokio::time::timeout(limit, self.run_inner(env, &mut report)).await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => report.error = Some(error.to_string()),
+            Ok(Err(error)) => report.error = Some(format!("{error:#}")),
             Err(_) => report.error = Some(format!("did not finish within {} s", limit.as_secs())),
         }
         report.finish(started.elapsed());
@@ -86,7 +86,7 @@ impl Fault {
         report
     }
 
-    async fn run_inner(&self, env: &Env, report: &mut FaultReport) -> crate::error::Result<()> {
+    async fn run_inner(&self, env: &Env, report: &mut FaultReport) -> anyhow::Result<()> {
         match self {
             Fault::F1(args) => faults::f01_kill::run(env, args, report).await,
             Fault::F2(args) => faults::f02_drop_before_ack::run(env, args, report).await,

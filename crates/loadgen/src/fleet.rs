@@ -5,12 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
+use anyhow::bail;
+use anyhow::{Result, anyhow};
 use rpa_protocol::Dialect;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 
-use crate::bail;
-use crate::error::{Error, Result};
 use crate::wire::{
     Command, ConnectReport, Delivery, Reply, Share, WorkerStats, plan, upto_per_share,
 };
@@ -34,7 +34,7 @@ pub fn source_address(k: usize) -> Result<IpAddr> {
     let last = u8::try_from(k + 2)
         .ok()
         .filter(|last| *last < 255)
-        .ok_or_else(|| Error::msg("more than 253 worker processes"))?;
+        .ok_or_else(|| anyhow!("more than 253 worker processes"))?;
     Ok(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
 }
 
@@ -58,12 +58,7 @@ impl Worker {
     async fn reply(&mut self, timeout: Duration) -> Result<Reply> {
         let line = tokio::time::timeout(timeout, self.lines.next_line())
             .await
-            .map_err(|_| {
-                Error::msg(format!(
-                    "worker {} did not answer within {timeout:?}",
-                    self.source
-                ))
-            })??;
+            .map_err(|_| anyhow!("worker {} did not answer within {timeout:?}", self.source))??;
         let Some(line) = line else {
             let status = self.child.try_wait().ok().flatten();
             bail!(

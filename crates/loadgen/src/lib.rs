@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cli;
-pub mod error;
 pub mod fleet;
 pub mod http;
 pub mod machine;

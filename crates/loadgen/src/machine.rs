@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use rpa_testkit::procfs::kib_field;
 use serde::Serialize;
+
+pub use rpa_testkit::procfs::cpu_seconds;
 
 /// The machine a report was measured on.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,7 +37,7 @@ impl Machine {
                 .unwrap_or_default(),
             memory_total_kib: std::fs::read_to_string("/proc/meminfo")
                 .ok()
-                .and_then(|text| status_field(&text, "MemTotal:")),
+                .and_then(|text| kib_field(&text, "MemTotal")),
             open_files_limit: std::fs::read_to_string("/proc/self/limits")
                 .ok()
                 .and_then(|text| open_files_soft_limit(&text)),
@@ -110,14 +113,6 @@ fn parse_tcp_ext(text: &str) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
-/// A `Key:   1234 kB` line of /proc/PID/status or /proc/meminfo, in KiB.
-pub fn status_field(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
 fn open_files_soft_limit(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
@@ -133,26 +128,9 @@ pub struct Memory {
 pub fn memory(pid: u32) -> Option<Memory> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some(Memory {
-        rss_kib: status_field(&text, "VmRSS:")?,
-        hwm_kib: status_field(&text, "VmHWM:")?,
+        rss_kib: kib_field(&text, "VmRSS")?,
+        hwm_kib: kib_field(&text, "VmHWM")?,
     })
-}
-
-/// User plus system CPU time of a process, in seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_from_stat(&text)
-}
-
-fn cpu_from_stat(text: &str) -> Option<f64> {
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some((utime + stime) as f64 / 100.0)
 }
 
 /// CPU time of this process, in seconds.
@@ -168,21 +146,6 @@ pub fn open_fds(pid: u32) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_fields() {
-        let text = "Name:\tsocket-server\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
-        assert_eq!(status_field(text, "VmRSS:"), Some(10240));
-        assert_eq!(status_field(text, "VmHWM:"), Some(20480));
-        assert_eq!(status_field(text, "VmSwap:"), None);
-    }
-
-    #[test]
-    fn cpu_from_a_stat_line() {
-        let line =
-            "1234 (socket server) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 0 0";
-        assert_eq!(cpu_from_stat(line), Some(3.0));
-    }
 
     #[test]
     fn netstat_counters() {

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         return match worker::run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("rpa-loadgen worker: {error}");
+                eprintln!("rpa-loadgen worker: {error:#}");
                 ExitCode::from(2)
             }
         };
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(scenarios::run(cli.scenario));
     let (document, ok) = match outcome {
         Err(error) => {
-            eprintln!("rpa-loadgen: the scenario could not run: {error}");
+            eprintln!("rpa-loadgen: the scenario could not run: {error:#}");
             return ExitCode::from(2);
         }
         Ok(Outcome::One(report)) => {

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
-use crate::http::HttpClient;
+use anyhow::{Result, bail};
+use rpa_testkit::HttpClient;
 
 /// Series by their full name, labels included as written: `rpa_jobs{status="Pending"}`.
 #[derive(Debug, Clone, Default)]
@@ -84,11 +84,7 @@ pub fn histogram_quantile(before: &Metrics, after: &Metrics, name: &str, q: f64)
 pub async fn fetch(client: &mut HttpClient) -> Result<Metrics> {
     let answer = client.get("/metrics").await?;
     if answer.status != 200 {
-        return Err(Error::msg(format!(
-            "GET /metrics answered {}: {}",
-            answer.status,
-            answer.text()
-        )));
+        bail!("GET /metrics answered {}: {}", answer.status, answer.text());
     }
     Ok(Metrics::parse(&String::from_utf8_lossy(&answer.body)))
 }

@@ -7,33 +7,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
+use rpa_testkit::Trigger;
 
-use crate::http::{HttpClient, StatusCounts};
+use crate::http::{self, StatusCounts};
 use crate::wire::{robot_address, robot_name};
 
 pub const PACKAGE_NAME: &str = "loadgen-pkg";
 
-/// An instant as RFC 3339 in UTC with microseconds, as `Schedule.at` takes it.
-pub fn rfc3339_micros(epoch_us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(epoch_us)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
+pub use rpa_testkit::{now_us, rfc3339_micros};
 
-pub fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
-/// `POST /api/jobs` for robot `robot`, due at `at_us`. `due_us` goes into the `Package` as an
-/// extra key, which the server delivers verbatim, so the robot can tell its lateness.
+/// `POST /api/jobs` for robot `robot`, due at `at_us` (with microseconds). `due_us` goes into
+/// the `Package` as an extra key, which the server delivers verbatim, so the robot can tell its
+/// lateness.
 pub fn job_body(prefix: &str, robot: usize, at_us: i64, due_us: Option<i64>) -> Bytes {
-    let due = due_us.map_or(String::new(), |us| format!(",\"due_us\":{us}"));
-    Bytes::from(format!(
-        "{{\"Package\":{{\"package_name\":\"{PACKAGE_NAME}\",\"path\":\"loadgen/{PACKAGE_NAME}.std\"{due}}},\"Robot\":{{\"robot_name\":\"{}\",\"robot_address\":\"{}\"}},\"Schedule\":{{\"at\":\"{}\"}}}}",
-        robot_name(robot),
-        robot_address(prefix, robot),
-        rfc3339_micros(at_us),
-    ))
+    let mut trigger = Trigger::new(PACKAGE_NAME, &format!("loadgen/{PACKAGE_NAME}.std"));
+    if let Some(due_us) = due_us {
+        trigger = trigger.package_field("due_us", due_us);
+    }
+    trigger
+        .robot(&robot_name(robot), &robot_address(prefix, robot))
+        .schedule(serde_json::json!({"at": rfc3339_micros(at_us)}))
+        .to_bytes()
 }
 
 /// One trigger to send: its body, and not before when.
@@ -118,7 +112,7 @@ pub async fn drive(
         // Clients are spread over the instances, round-robin.
         let addr = instances[client % instances.len()];
         tasks.push(tokio::spawn(async move {
-            let mut client = HttpClient::new(addr);
+            let mut client = http::client(addr);
             let mut result = DriveResult::default();
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -131,7 +125,7 @@ pub async fn drive(
                 }
                 let sent_us = now_us();
                 let sent = Instant::now();
-                let answer = client.post_json("/api/jobs", job.body).await;
+                let answer = client.post_bytes("/api/jobs", job.body).await;
                 let latency = sent.elapsed();
                 match answer {
                     Ok(answer) if answer.status == 201 => {
@@ -157,13 +151,14 @@ pub async fn drive(
                     }
                     Err(error) => {
                         *result.statuses.entry(0).or_default() += 1;
-                        *result.samples.entry(error.to_string()).or_default() += 1;
+                        let error = format!("{:#}", anyhow::Error::from(error));
+                        *result.samples.entry(error).or_default() += 1;
                         // Do not spin on a server that is gone.
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
             }
-            result.connections = client.connections;
+            result.connections = client.connections();
             result
         }));
     }
@@ -182,17 +177,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_with_microseconds() {
-        assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_micros(1_784_102_400_123_456),
-            "2026-07-15T08:00:00.123456Z"
-        );
-    }
-
-    #[test]
     fn bodies_are_json_with_the_due_moment() {
         let body = job_body("AC", 5, 1_784_102_400_000_000, Some(42));
+        assert_eq!(
+            body,
+            r#"{"Package":{"package_name":"loadgen-pkg","path":"loadgen/loadgen-pkg.std","due_us":42},"Robot":{"robot_name":"LOADGEN-5","robot_address":"AC0000000005"},"Schedule":{"at":"2026-07-15T08:00:00.000000Z"}}"#
+        );
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(doc["Package"]["package_name"], PACKAGE_NAME);
         assert_eq!(doc["Package"]["due_us"], 42);

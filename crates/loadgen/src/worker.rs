@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use rpa_protocol::{
     Dialect, EXTENDED_PROTOCOL_VERSION, JobReport, ReportStatus, RobotFrame, RobotMessage,
@@ -22,7 +23,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use crate::error::Result;
 use crate::wire::{
     Command, ConnectReport, Delivery, Reply, WorkerStats, robot_address, robot_name,
 };

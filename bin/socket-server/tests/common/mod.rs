@@ -1,20 +1,16 @@
-//! Test harness: starts the real `socket-server` binary on a free port in a temporary folder and
-//! talks to it like robots and operators do (WebSocket and HTTP over loopback).
+//! Test harness: starts the real `socket-server` binary on a free port in a temporary folder
+//! (through `rpa-testkit`) and talks to it like robots and operators do (WebSocket and HTTP over
+//! loopback).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use rpa_testkit::http::{HeaderMap, Method};
+use rpa_testkit::{HttpClient, ServerCommand, ServerProcess, postgres};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,7 +20,7 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A running server process. Killed when dropped.
 pub(crate) struct Server {
-    child: Option<Child>,
+    process: ServerProcess,
     pub(crate) addr: SocketAddr,
     pub(crate) dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -41,96 +37,50 @@ impl Server {
 
     /// A server whose database, logs and packages live in `dir` (to restart on the same data).
     pub(crate) fn start_in(dir: &Path, args: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_socket-server"));
-        if let Some(url) = postgres_database(dir).filter(|_| !args.contains(&"--database")) {
-            command.args(["--database", &url]);
-        }
-        let mut child = command
-            .current_dir(dir)
-            .args(["--listen", "127.0.0.1:0", "--log-stderr", "false"])
-            .args(args)
-            .env_remove("PORT")
-            .env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
+        let mut command = ServerCommand::new(env!("CARGO_BIN_EXE_socket-server"), dir)
             .env("TZ", "UTC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let output = child.wait_with_output().unwrap();
-                panic!(
-                    "the server did not start: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-        };
+            .start_timeout(Duration::from_secs(30));
+        if let Some(url) = postgres_database(dir).filter(|_| !args.contains(&"--database")) {
+            command = command.flag("--database", url);
+        }
+        let process = command
+            .args(args.iter().copied())
+            .start()
+            .unwrap_or_else(|error| panic!("{error}"));
         Server {
-            child: Some(child),
-            addr,
+            addr: process.addr(),
             dir: dir.to_owned(),
+            process,
             _temp: None,
         }
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.pid().unwrap()
     }
 
     pub(crate) fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        self.process.ws_url(path)
     }
 
-    /// Sends a signal by name (TERM, KILL, STOP, CONT) with the `kill` command.
+    /// Sends a signal by name (TERM, KILL, STOP, CONT).
     pub(crate) fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.signal(name).unwrap();
     }
 
     /// Waits for the process to exit, at most `limit`.
     pub(crate) fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait(limit).unwrap()
     }
 
     /// `kill -9`: no shutdown at all.
     pub(crate) fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.process.kill9().unwrap();
     }
 
     /// Today's log file, as text.
     pub(crate) fn log(&self) -> String {
-        let name = chrono::Utc::now().format("%Y-%m-%d.log").to_string();
-        std::fs::read_to_string(self.dir.join("serverLogs").join(name)).unwrap_or_default()
+        self.process.log_today()
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
@@ -175,13 +125,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.process.kill9();
         // The folder goes away with this server: so does its PostgreSQL database.
         if let Some(temp) = &self._temp {
-            drop_postgres_database(temp.path());
+            postgres::drop_database_for(temp.path());
         }
     }
 }
@@ -198,44 +145,23 @@ pub(crate) async fn http(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// One HTTP/1.1 request: (status, headers, body text).
+/// One HTTP/1.1 request on a new connection: (status, headers, body text). A body is sent as
+/// JSON unless `headers` name a content type.
 pub(crate) async fn http_raw(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
     headers: &[(&str, &str)],
-) -> (u16, hyper::HeaderMap, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+) -> (u16, HeaderMap, String) {
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let body = body.map(|body| body.to_owned().into());
+    let answer = HttpClient::new(addr)
+        .request(method, path, body, headers)
         .await
         .unwrap();
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    let typed = headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-    if body.is_some() && !typed {
-        request = request.header("content-type", "application/json");
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+    let text = answer.text();
+    (answer.status, answer.headers, text)
 }
 
 /// The metadata frame a robot sends, in dialect `key` (`_event` or `event`).
@@ -343,66 +269,20 @@ pub(crate) fn dump(dir: &Path) -> String {
     text
 }
 
-/// When `RPA_TEST_POSTGRES` names a PostgreSQL server (`postgres://user@host:port`), the tests
-/// run the server on it instead of SQLite: each test folder gets a database of its own there
-/// (so a restart in the same folder finds its data), created with `psql` on first use. CI runs
-/// the suite both ways (`.ci/run`).
+/// The PostgreSQL database of a test folder when `RPA_TEST_POSTGRES` is set (made on first use,
+/// so that a restart in the same folder finds its data); `None` runs the server on SQLite.
 pub(crate) fn postgres_database(dir: &Path) -> Option<String> {
-    let server = std::env::var("RPA_TEST_POSTGRES").ok()?;
-    let name = database_name(dir);
-    let mut created = CREATED_DATABASES.lock().unwrap();
-    if created
-        .get_or_insert_with(HashSet::new)
-        .insert(name.clone())
-    {
-        psql(
-            &format!("{server}/postgres"),
-            &format!("CREATE DATABASE {name}"),
-        );
-    }
-    Some(format!("{server}/{name}"))
+    postgres::database_for(dir).unwrap()
 }
 
 /// Drops the database [`postgres_database`] made for `dir`, if it made one.
 pub(crate) fn drop_postgres_database(dir: &Path) {
-    let Ok(server) = std::env::var("RPA_TEST_POSTGRES") else {
-        return;
-    };
-    let name = database_name(dir);
-    let made = CREATED_DATABASES
-        .lock()
-        .unwrap()
-        .as_mut()
-        .is_some_and(|created| created.remove(&name));
-    if made {
-        psql(
-            &server,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-    }
-}
-
-static CREATED_DATABASES: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-
-fn database_name(dir: &Path) -> String {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(dir);
-    format!("rpa_e2e_{}_{hash:016x}", std::process::id())
+    postgres::drop_database_for(dir);
 }
 
 /// Runs one SQL command with `psql` on the database at `url`.
 pub(crate) fn psql(url: &str, command: &str) {
-    let output = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(url)
-        .args(["-c", command])
-        .output()
-        .expect("psql runs (RPA_TEST_POSTGRES is set)");
-    assert!(
-        output.status.success(),
-        "{command}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    postgres::psql(url, command).unwrap();
 }
 
 /// The next package notification: (job_id, package object), parsed from either dialect.

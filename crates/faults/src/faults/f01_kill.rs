@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
@@ -13,10 +14,9 @@ use super::{
 use crate::api::Api;
 use crate::checker::FaultMark;
 use crate::clock::now_us;
-use crate::error::Result;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
 use crate::report::{FaultReport, ms};
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server, SpecExt};
 
 #[derive(Debug, Clone, Args)]
 pub struct F1Args {
@@ -54,9 +54,9 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
         args.kill_after_ms[1]
     ));
     let dir = env.work_dir("f1")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path()).unlimited_robot_rate();
+    let spec = server::spec(&env.server_bin, dir.path()).unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     for index in 0..args.robots.max(1) {
@@ -64,7 +64,7 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
     }
     let addresses = fleet.addresses();
     if !wait_all_online(&api, &addresses, Duration::from_secs(15)).await? {
-        crate::bail!("the robots did not come online");
+        anyhow::bail!("the robots did not come online");
     }
 
     let mut rng = Rng::new(1);
@@ -83,7 +83,7 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
         );
         load_spec.max_triggers = Some(50_000);
         let load = Load::start(
-            server.addr,
+            server.addr(),
             load_spec,
             &ledger,
             Arc::clone(&fleet.offset_us),
@@ -91,9 +91,9 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
         let kill_after = rng.range(args.kill_after_ms[0], args.kill_after_ms[1]);
         tokio::time::sleep(Duration::from_millis(kill_after)).await;
         let start_us = now_us();
-        server.kill9().await?;
+        server.kill9()?;
         load.stop().await;
-        let check = integrity_check(&server.spec.database()).await?;
+        let check = integrity_check(&server.database()).await?;
         let took = server.restart().await?;
         let end_us = now_us();
         lock(&ledger).faults.push(FaultMark {
@@ -139,7 +139,7 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
         robots_back_ms.push(ms(back));
         integrity.push(check);
         if !online {
-            crate::bail!("cycle {cycle}: the robots did not come back online within 20 s");
+            anyhow::bail!("cycle {cycle}: the robots did not come back online within 20 s");
         }
     }
 
@@ -154,7 +154,7 @@ pub async fn run(env: &Env, args: &F1Args, report: &mut FaultReport) -> Result<(
     .await?;
     fleet.shutdown().await;
     let stopped = server.stop().await?;
-    let final_check = integrity_check(&server.spec.database()).await?;
+    let final_check = integrity_check(&server.database()).await?;
     integrity.push(final_check.clone());
 
     report_verdict(report, &verdict);

@@ -4,18 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
 use rpa_robot::{Event, Robot, RobotConfig};
+use rpa_testkit::HttpClient;
 use serde_json::{Value, json};
 
 use super::Env;
 use crate::api::{Api, Target, trigger};
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
-use crate::http::HttpClient;
 use crate::proxy::Proxy;
 use crate::report::{FaultReport, ms};
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server};
 
 #[derive(Debug, Clone, Args)]
 pub struct F2Args {
@@ -75,17 +75,17 @@ pub async fn run(env: &Env, args: &F2Args, report: &mut FaultReport) -> Result<(
         args.ack_timeout
     ));
     let dir = env.work_dir("f2")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path())
-        .arg("--ack-timeout", &args.ack_timeout)
-        .arg("--max-delivery-attempts", max);
+    let spec = server::spec(&env.server_bin, dir.path())
+        .flag("--ack-timeout", &args.ack_timeout)
+        .flag("--max-delivery-attempts", max);
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
-    let proxy = Proxy::start(server.addr, None).await?;
+    let api = Api::new(server.addr());
+    let proxy = Proxy::start(server.addr(), None).await?;
     let robot = Target {
         name: "FAULT-F2".to_owned(),
         address: "02FA000000F2".to_owned(),
     };
-    let mut http = HttpClient::new(server.addr);
+    let mut http = HttpClient::new(server.addr());
     // A generous wait for a resend: back-off and the acknowledgement timeout included.
     let resend_wait = Duration::from_secs_f64(ack_timeout * 1.5 + 2.0);
 
@@ -94,7 +94,7 @@ pub async fn run(env: &Env, args: &F2Args, report: &mut FaultReport) -> Result<(
     let due = floor_ms(now_us() + 300_000);
     let a = trigger(&mut http, "f2-a", &robot, due, 0).await;
     let Some(a_id) = a.job_id() else {
-        crate::bail!("trigger refused: {:?}", a.answer);
+        anyhow::bail!("trigger refused: {:?}", a.answer);
     };
     let first = next_package(&mut client, Duration::from_secs(10)).await;
     proxy.cut();
@@ -143,7 +143,7 @@ pub async fn run(env: &Env, args: &F2Args, report: &mut FaultReport) -> Result<(
     let due = floor_ms(now_us() + 300_000);
     let b = trigger(&mut http, "f2-b", &robot, due, 0).await;
     let Some(b_id) = b.job_id() else {
-        crate::bail!("trigger refused: {:?}", b.answer);
+        anyhow::bail!("trigger refused: {:?}", b.answer);
     };
     let mut b_sendings = 0;
     loop {
@@ -176,7 +176,7 @@ pub async fn run(env: &Env, args: &F2Args, report: &mut FaultReport) -> Result<(
     let due = floor_ms(now_us() + 300_000);
     let c = trigger(&mut http, "f2-c", &robot, due, 0).await;
     let Some(c_id) = c.job_id() else {
-        crate::bail!("trigger refused: {:?}", c.answer);
+        anyhow::bail!("trigger refused: {:?}", c.answer);
     };
     let mut c_times = Vec::new();
     while let Some((id, at)) = next_package(&mut client, resend_wait).await {

@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
+use anyhow::Result;
 use clap::Args;
 use rpa_robot::{Event, Robot, RobotConfig};
+use rpa_testkit::HttpClient;
 use serde_json::json;
 
 use super::Env;
 use crate::api::{Api, Target, trigger};
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
-use crate::http::HttpClient;
 use crate::report::FaultReport;
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server};
 
 #[derive(Debug, Clone, Args)]
 pub struct F3Args {
@@ -61,9 +61,9 @@ pub async fn run(env: &Env, args: &F3Args, report: &mut FaultReport) -> Result<(
         args.ack_timeout, args.jobs, args.watch_secs
     ));
     let dir = env.work_dir("f3")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path()).arg("--ack-timeout", &args.ack_timeout);
+    let spec = server::spec(&env.server_bin, dir.path()).flag("--ack-timeout", &args.ack_timeout);
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let target = Target {
         name: "FAULT-F3".to_owned(),
         address: "02FA000000F3".to_owned(),
@@ -75,16 +75,16 @@ pub async fn run(env: &Env, args: &F3Args, report: &mut FaultReport) -> Result<(
         .wait_online(&target.address, true, Duration::from_secs(10))
         .await?
     {
-        crate::bail!("the robot did not come online");
+        anyhow::bail!("the robot did not come online");
     }
-    let mut http = HttpClient::new(server.addr);
+    let mut http = HttpClient::new(server.addr());
     let mut ids = Vec::new();
     for n in 0..args.jobs {
         let due = floor_ms(now_us() + 300_000);
         let record = trigger(&mut http, &format!("f3-{n}"), &target, due, 0).await;
         match record.job_id() {
             Some(id) => ids.push(id),
-            None => crate::bail!("trigger refused: {:?}", record.answer),
+            None => anyhow::bail!("trigger refused: {:?}", record.answer),
         }
     }
     let first = packages(&mut robot, Duration::from_secs(3), ids.len()).await;

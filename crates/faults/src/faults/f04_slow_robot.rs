@@ -8,19 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
+use rpa_testkit::HttpClient;
 use serde_json::json;
 
 use super::{Env, Load, LoadSpec, check_ledger, report_verdict, wait_all_due, wait_all_online};
 use crate::api::{Api, Target, trigger};
 use crate::checker::FaultMark;
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::proxy::Proxy;
 use crate::report::{FaultReport, percentile};
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server, SpecExt};
 
 #[derive(Debug, Clone, Args)]
 pub struct F4Args {
@@ -67,7 +67,7 @@ async fn phase(
     count: usize,
     load: Load,
 ) -> Phase {
-    let mut http = HttpClient::new(server.addr);
+    let mut http = HttpClient::new(server.addr());
     let mut keys = HashSet::new();
     let mut rss_max = server.rss_kib().unwrap_or(0);
     for n in 0..count {
@@ -115,14 +115,14 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
         args.outbound_queue, args.write_timeout, args.write_buffer, args.jobs, args.package_kib
     ));
     let dir = env.work_dir("f4")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path())
-        .arg("--outbound-queue", args.outbound_queue)
-        .arg("--write-timeout", &args.write_timeout)
-        .arg("--write-buffer", &args.write_buffer)
+    let spec = server::spec(&env.server_bin, dir.path())
+        .flag("--outbound-queue", args.outbound_queue)
+        .flag("--write-timeout", &args.write_timeout)
+        .flag("--write-buffer", &args.write_buffer)
         .unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
-    let proxy = Proxy::start(server.addr, Some(4096)).await?;
+    let api = Api::new(server.addr());
+    let proxy = Proxy::start(server.addr(), Some(4096)).await?;
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     fleet.add(RobotSpec::new(401, false)); // the observer
@@ -133,14 +133,14 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
     let targets = fleet.targets();
     let (observer, busy, slow) = (&targets[0], &targets[1], &targets[2]);
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robots did not come online");
+        anyhow::bail!("the robots did not come online");
     }
     let padding = args.package_kib * 1024;
     let push = |prefix: &str, target: &Target| {
         let mut spec = LoadSpec::new(prefix, vec![target.clone()], 4, (100, 300));
         spec.padding = padding;
         spec.max_triggers = Some(args.jobs);
-        Load::start(server.addr, spec, &ledger, Arc::clone(&fleet.offset_us))
+        Load::start(server.addr(), spec, &ledger, Arc::clone(&fleet.offset_us))
     };
 
     let rss_start = server.rss_kib().unwrap_or(0);
@@ -157,7 +157,7 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
     .await;
     let missing = wait_all_due(&ledger, 0, Duration::from_secs(60)).await;
     if missing > 0 {
-        crate::bail!("baseline: {missing} jobs not delivered to robots that read");
+        anyhow::bail!("baseline: {missing} jobs not delivered to robots that read");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before_stall = server.rss_kib().unwrap_or(0);
@@ -223,10 +223,10 @@ pub async fn run(env: &Env, args: &F4Args, report: &mut FaultReport) -> Result<(
     }
     let settled_after = settle.elapsed();
     let breakdown_end = server.rss_breakdown();
-    let wal_bytes = std::fs::metadata(format!("{}-wal", server.spec.database().display()))
+    let wal_bytes = std::fs::metadata(format!("{}-wal", server.database().display()))
         .map(|m| m.len())
         .unwrap_or(0);
-    let db_bytes = std::fs::metadata(server.spec.database())
+    let db_bytes = std::fs::metadata(server.database())
         .map(|m| m.len())
         .unwrap_or(0);
     let queue_full = server

@@ -5,20 +5,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
+use rpa_testkit::HttpClient;
 use serde_json::json;
 
 use super::{Env, Load, LoadSpec, check_ledger, report_verdict, wait_all_due, wait_all_online};
 use crate::api::{Api, trigger};
 use crate::checker::{Answer, FaultMark};
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::FaultReport;
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server, SpecExt};
 
 #[derive(Debug, Clone, Args)]
 pub struct F5Args {
@@ -54,7 +54,7 @@ async fn hold_lock(
         Ok(at) => Ok((at, handle)),
         Err(_) => match handle.await? {
             Err(error) => Err(error),
-            Ok(_) => crate::bail!("the lock was never taken"),
+            Ok(_) => anyhow::bail!("the lock was never taken"),
         },
     }
 }
@@ -76,7 +76,7 @@ async fn run_lock(
     clients: usize,
 ) -> Result<LockRun> {
     // Jobs that fall due while the lock is held.
-    let mut http = HttpClient::new(server.addr);
+    let mut http = HttpClient::new(server.addr());
     let target = fleet.targets()[0].clone();
     let mut due_during = Vec::new();
     let start = now_us() + 700_000;
@@ -95,9 +95,9 @@ async fn run_lock(
         clients,
         (500, 3000),
     );
-    let load = Load::start(server.addr, spec, ledger, Arc::clone(&fleet.offset_us));
+    let load = Load::start(server.addr(), spec, ledger, Arc::clone(&fleet.offset_us));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (lock_from_us, holder) = hold_lock(&server.spec.database(), hold).await?;
+    let (lock_from_us, holder) = hold_lock(&server.database(), hold).await?;
     let lock_to_us = holder.await??;
     tokio::time::sleep(Duration::from_secs(1)).await;
     load.stop().await;
@@ -203,15 +203,15 @@ pub async fn run(env: &Env, args: &F5Args, report: &mut FaultReport) -> Result<(
         args.lock_secs, args.long_lock_secs, args.clients
     ));
     let dir = env.work_dir("f5")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path()).unlimited_robot_rate();
+    let spec = server::spec(&env.server_bin, dir.path()).unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     fleet.add(RobotSpec::new(501, false));
     fleet.add(RobotSpec::new(502, true));
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robots did not come online");
+        anyhow::bail!("the robots did not come online");
     }
     let started = Instant::now();
     let short = run_lock(

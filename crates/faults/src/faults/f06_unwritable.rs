@@ -15,18 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
+use rpa_testkit::HttpClient;
 use serde_json::json;
 
 use super::{Env, check_ledger, report_verdict, wait_all_due, wait_all_online};
 use crate::api::{Api, Target, trigger};
 use crate::checker::Answer;
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::FaultReport;
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server};
 
 #[derive(Debug, Clone, Args)]
 pub struct F6Args {
@@ -135,7 +135,7 @@ struct Case<'a> {
 
 impl Case<'_> {
     async fn post(&self, key: &str) -> crate::checker::Trigger {
-        let mut http = HttpClient::new(self.server.addr);
+        let mut http = HttpClient::new(self.server.addr());
         let due = floor_ms(now_us() + 300_000);
         let record = trigger(&mut http, key, self.robot, due, 0).await;
         lock(self.ledger).triggers.push(record.clone());
@@ -149,7 +149,7 @@ impl Case<'_> {
             .await
             .is_none()
         {
-            crate::bail!(
+            anyhow::bail!(
                 "{}: the server refused triggers before the fault",
                 self.label
             );
@@ -305,15 +305,15 @@ async fn until_refused(case: &Case<'_>, needed: usize, max: usize) -> Vec<crate:
 
 pub async fn run(env: &Env, args: &F6Args, report: &mut FaultReport) -> Result<()> {
     let dir = env.work_dir("f6")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path());
+    let spec = server::spec(&env.server_bin, dir.path());
     let server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     fleet.add(RobotSpec::new(601, false));
     let robot = fleet.targets()[0].clone();
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robot did not come online");
+        anyhow::bail!("the robot did not come online");
     }
     let packages = dir.path().join("packages");
     let case = Case {
@@ -325,7 +325,7 @@ pub async fn run(env: &Env, args: &F6Args, report: &mut FaultReport) -> Result<(
     };
     let before = case.post("f6-before").await;
     if before.job_id().is_none() {
-        crate::bail!("the first trigger was refused: {:?}", before.answer);
+        anyhow::bail!("the first trigger was refused: {:?}", before.answer);
     }
 
     // Packages folder unwritable.
@@ -352,7 +352,7 @@ pub async fn run(env: &Env, args: &F6Args, report: &mut FaultReport) -> Result<(
     let figures_a = case.judge(report, &during, PACKAGE_CODES, pid).await;
 
     // Database unwritable (needs the immutable flag: permission bits do not stop root).
-    let database = server.spec.database();
+    let database = server.database();
     let wal = PathBuf::from(format!("{}-wal", database.display()));
     let case = Case {
         label: "database-unwritable",
@@ -421,19 +421,19 @@ async fn disk_full(
     let server_dir = dir.join("disk-full-server");
     std::fs::create_dir_all(&server_dir)?;
     let packages = pkg_mount.join("packages");
-    let spec = ServerSpec::new(&env.server_bin, &server_dir)
-        .arg(
+    let spec = server::spec(&env.server_bin, &server_dir)
+        .flag(
             "--database",
             format!("sqlite://{}", db_mount.join("db.sqlite").display()),
         )
-        .arg("--packages-dir", packages.display());
+        .flag("--packages-dir", packages.display());
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(ledger));
     fleet.add(RobotSpec::new(602, false));
     let robot = fleet.targets()[0].clone();
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robot did not come online");
+        anyhow::bail!("the robot did not come online");
     }
     let pid = server.pid();
     let mut figures = serde_json::Map::new();

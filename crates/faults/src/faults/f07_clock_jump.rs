@@ -5,18 +5,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::{Args, ValueEnum};
+use rpa_testkit::HttpClient;
+use rpa_testkit::procfs::cpu_seconds;
 use serde_json::{Value, json};
 
 use super::{Env, check_ledger, report_verdict_as, wait_all_online};
 use crate::api::{Api, Target, trigger, wait_for};
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::faketime::FakeClock;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::FaultReport;
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Variant {
@@ -36,15 +37,6 @@ pub struct F7Args {
     /// The jump, seconds.
     #[arg(long, default_value_t = 3600)]
     pub jump_secs: i64,
-}
-
-/// CPU seconds the process used so far (utime + stime).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 struct Jumps<'a> {
@@ -166,20 +158,20 @@ async fn run_variant(
     let dir = env.work_dir(&format!("f7-{label}"))?;
     let offset = Arc::new(AtomicI64::new(0));
     let clock = FakeClock::new(library, dir.path(), fake_monotonic, Arc::clone(&offset))?;
-    let spec = clock.apply(ServerSpec::new(&env.server_bin, dir.path()));
+    let spec = clock.apply(server::spec(&env.server_bin, dir.path()));
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     fleet.offset_us = Arc::clone(&offset);
     fleet.add(RobotSpec::new(701, false));
     fleet.add(RobotSpec::new(702, true));
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robots did not come online");
+        anyhow::bail!("the robots did not come online");
     }
     let jump_ms = args.jump_secs * 1000;
     let mut jumps = Jumps {
-        http: HttpClient::new(server.addr),
+        http: HttpClient::new(server.addr()),
         ledger: &ledger,
         offset: &offset,
         robots: fleet.targets(),
@@ -232,7 +224,7 @@ async fn run_variant(
         checked.is_ok(),
         match &checked {
             Ok(_) => "GET /api/jobs and /api/robots answered".to_owned(),
-            Err(error) => error.to_string(),
+            Err(error) => format!("{error:#}"),
         },
     );
     let verdict = checked.unwrap_or_default();

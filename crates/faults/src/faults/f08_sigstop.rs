@@ -5,7 +5,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
+use rpa_testkit::HttpClient;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -14,11 +16,9 @@ use super::{Env, check_ledger, report_verdict, wait_all_due};
 use crate::api::{Api, Target, trigger};
 use crate::checker::{Delivery, FaultMark};
 use crate::clock::{floor_ms, now_us};
-use crate::error::{Error, Result};
 use crate::fleet::{SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::{FaultReport, ms};
-use crate::server::{Server, ServerSpec, send_signal};
+use crate::server::{self, Server, send_signal};
 
 #[derive(Debug, Clone, Args)]
 pub struct F8Args {
@@ -52,13 +52,13 @@ async fn spawn_robot(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            Error::msg(format!(
+            anyhow::Error::msg(format!(
                 "cannot start the robot CLI {}: {e} (build it: cargo build --release -p rpa-robot, or pass --robot-bin)",
                 env.robot_bin.display()
             ))
         })?;
     let Some(stdout) = child.stdout.take() else {
-        crate::bail!("the robot's stdout is not captured");
+        anyhow::bail!("the robot's stdout is not captured");
     };
     let ledger = Arc::clone(ledger);
     let address = robot.address.clone();
@@ -99,10 +99,10 @@ pub async fn run(env: &Env, args: &F8Args, report: &mut FaultReport) -> Result<(
         args.slack_ms
     ));
     let dir = env.work_dir("f8")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path())
-        .arg("--ping-interval", format!("{}s", interval.as_secs()));
+    let spec = server::spec(&env.server_bin, dir.path())
+        .flag("--ping-interval", format!("{}s", interval.as_secs()));
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let robot = Target {
         name: "FAULT-F8".to_owned(),
@@ -111,15 +111,15 @@ pub async fn run(env: &Env, args: &F8Args, report: &mut FaultReport) -> Result<(
     let transcript = dir.path().join("robot-stdout.log");
     let mut child = spawn_robot(env, &server.ws_url(), &robot, &ledger, transcript).await?;
     let Some(pid) = child.id() else {
-        crate::bail!("the robot exited at once");
+        anyhow::bail!("the robot exited at once");
     };
     if !api
         .wait_online(&robot.address, true, Duration::from_secs(10))
         .await?
     {
-        crate::bail!("the robot did not come online");
+        anyhow::bail!("the robot did not come online");
     }
-    let mut http = HttpClient::new(server.addr);
+    let mut http = HttpClient::new(server.addr());
     let control = trigger(
         &mut http,
         "f8-control",

@@ -3,18 +3,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use clap::Args;
+use rpa_testkit::HttpClient;
 use serde_json::json;
 
 use super::{Env, Load, LoadSpec, check_ledger, report_verdict, wait_all_due, wait_all_online};
 use crate::api::{Api, Target, trigger};
 use crate::checker::FaultMark;
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::{FaultReport, ms};
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server, SpecExt};
 
 #[derive(Debug, Clone, Args)]
 pub struct F9Args {
@@ -40,7 +40,7 @@ async fn probe_new_connections(
     let (mut tried, mut accepted) = (0, 0);
     let mut answers = Vec::new();
     while started.elapsed() < until {
-        let mut http = HttpClient::new(addr).with_timeout(Duration::from_secs(2));
+        let mut http = HttpClient::new(addr).timeout(Duration::from_secs(2));
         let record = trigger(
             &mut http,
             &format!("f9-after-term-{tried}"),
@@ -70,16 +70,16 @@ pub async fn run(env: &Env, args: &F9Args, report: &mut FaultReport) -> Result<(
         args.clients, args.robots, args.load_ms
     ));
     let dir = env.work_dir("f9")?;
-    let spec = ServerSpec::new(&env.server_bin, dir.path()).unlimited_robot_rate();
+    let spec = server::spec(&env.server_bin, dir.path()).unlimited_robot_rate();
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     for index in 0..args.robots.max(1) {
         fleet.add(RobotSpec::new(900 + index, index % 2 == 0));
     }
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robots did not come online");
+        anyhow::bail!("the robots did not come online");
     }
     let closes_before: Vec<usize> = fleet
         .robots
@@ -87,7 +87,7 @@ pub async fn run(env: &Env, args: &F9Args, report: &mut FaultReport) -> Result<(
         .map(|r| r.state.closes.lock().map(|c| c.len()).unwrap_or(0))
         .collect();
     let spec = LoadSpec::new("f9", fleet.targets(), args.clients, (100, 3000));
-    let load = Load::start(server.addr, spec, &ledger, Arc::clone(&fleet.offset_us));
+    let load = Load::start(server.addr(), spec, &ledger, Arc::clone(&fleet.offset_us));
     tokio::time::sleep(Duration::from_millis(args.load_ms)).await;
 
     let term_us = now_us();
@@ -95,14 +95,14 @@ pub async fn run(env: &Env, args: &F9Args, report: &mut FaultReport) -> Result<(
     server.signal("TERM")?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let robot = fleet.targets()[0].clone();
-    let probe = probe_new_connections(server.addr, &robot, &ledger, Duration::from_millis(800));
+    let probe = probe_new_connections(server.addr(), &robot, &ledger, Duration::from_millis(800));
     let exit = server.wait_exit(Duration::from_secs(10));
     let ((tried, accepted_after, answers), exit) = tokio::join!(probe, exit);
     let exit = exit?;
     let exit_after = term.elapsed();
     load.stop().await;
     if exit.is_none() {
-        server.kill9().await?;
+        server.kill9()?;
     }
     // Close codes the robots saw at the shutdown.
     let codes: Vec<Option<Option<u16>>> = fleet

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
@@ -18,11 +19,10 @@ use super::{Env, wait_all_online};
 use crate::api::{Api, Target, trigger_body, wait_for};
 use crate::checker::ServerJob;
 use crate::clock::{now_us, rfc3339};
-use crate::error::Result;
 use crate::faketime::FakeClock;
 use crate::fleet::{Fleet, RobotSpec, SharedLedger, lock};
 use crate::report::FaultReport;
-use crate::server::{Server, ServerSpec};
+use crate::server::{self, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Variant {
@@ -95,14 +95,14 @@ pub async fn run(env: &Env, args: &F10Args, report: &mut FaultReport) -> Result<
     let library = match (fake, &env.libfaketime) {
         (true, Some(library)) => Some(library.clone()),
         (true, None) => {
-            crate::bail!("the faketime variant needs libfaketime (apt-get install -y faketime)")
+            anyhow::bail!("the faketime variant needs libfaketime (apt-get install -y faketime)")
         }
         (false, _) => None,
     };
 
     let dir = env.work_dir("f10")?;
     let offset = Arc::new(AtomicI64::new(0));
-    let mut spec = ServerSpec::new(&env.server_bin, dir.path());
+    let mut spec = server::spec(&env.server_bin, dir.path());
     let clock = match &library {
         Some(library) => {
             // Start a few seconds before a minute boundary of the server's clock.
@@ -116,20 +116,20 @@ pub async fn run(env: &Env, args: &F10Args, report: &mut FaultReport) -> Result<
         None => None,
     };
     let mut server = Server::start(spec).await?;
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
     let mut fleet = Fleet::new(&server.ws_url(), Arc::clone(&ledger));
     fleet.offset_us = Arc::clone(&offset);
     fleet.add(RobotSpec::new(1001, false));
     let robot: Target = fleet.targets()[0].clone();
     if !wait_all_online(&api, &fleet.addresses(), Duration::from_secs(10)).await? {
-        crate::bail!("the robot did not come online");
+        anyhow::bail!("the robot did not come online");
     }
     let mut body = trigger_body("f10-schedule", &robot, 0, 0);
     body["Schedule"] = json!({"cron": plan.cron, "timezone": "UTC"});
     let (status, created) = api.post("/api/jobs", &body).await?;
     let Some(schedule_id) = created["id"].as_i64().filter(|_| status == 201) else {
-        crate::bail!("the schedule was refused: {status} {created}");
+        anyhow::bail!("the schedule was refused: {status} {created}");
     };
     let server_now = || now_us() + offset.load(Ordering::Relaxed);
     let instances = |jobs: &std::collections::HashMap<i64, ServerJob>| {
@@ -148,7 +148,7 @@ pub async fn run(env: &Env, args: &F10Args, report: &mut FaultReport) -> Result<
     })
     .await?;
     if !delivered_one {
-        crate::bail!("the schedule's first occurrence was not delivered");
+        anyhow::bail!("the schedule's first occurrence was not delivered");
     }
     if plan.period_s == 1 {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -164,7 +164,7 @@ pub async fn run(env: &Env, args: &F10Args, report: &mut FaultReport) -> Result<
     }
     server.restart().await?;
     let restarted_at = server_now();
-    let api = Api::new(server.addr);
+    let api = Api::new(server.addr());
     let back = wait_all_online(&api, &fleet.addresses(), Duration::from_secs(20)).await?;
     // The catch-up arrives at once; for the per-minute variants, wait for the next regular run.
     let settle = if plan.period_s == 60 {

@@ -18,16 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::Result;
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+use rpa_testkit::HttpClient;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{Api, Target, trigger};
 use crate::checker::{Context, Verdict};
 use crate::clock::{floor_ms, now_us};
-use crate::error::Result;
 use crate::fleet::{SharedLedger, lock};
-use crate::http::HttpClient;
 use crate::report::FaultReport;
 use crate::server::WorkDir;
 
@@ -134,7 +134,7 @@ impl Load {
                 let offset_us = Arc::clone(&offset_us);
                 let mut stopped = stop.subscribe();
                 tokio::spawn(async move {
-                    let mut http = HttpClient::new(addr).with_timeout(Duration::from_secs(30));
+                    let mut http = HttpClient::new(addr).timeout(Duration::from_secs(30));
                     let mut rng = Rng::new(client as u64 + 1);
                     loop {
                         if *stopped.borrow() {

@@ -13,11 +13,13 @@ mod smoke;
 
 use std::time::{Duration, Instant};
 
-use crate::bail;
+use anyhow::bail;
+use anyhow::{Result, anyhow};
+use rpa_testkit::HttpClient;
+
 use crate::cli::{Common, Scenario};
-use crate::error::{Error, Result};
 use crate::fleet::{Fleet, FleetSpec};
-use crate::http::{HttpClient, parse_base_url};
+use crate::http::{self, parse_base_url};
 use crate::machine::Machine;
 use crate::metrics::{self, Metrics};
 use crate::report::Report;
@@ -227,7 +229,7 @@ async fn register_fleet(
 async fn connected(instances: &[std::net::SocketAddr]) -> Result<u64> {
     let mut total = 0;
     for addr in instances {
-        total += metrics::fetch(&mut HttpClient::new(*addr))
+        total += metrics::fetch(&mut http::client(*addr))
             .await?
             .robots_connected();
     }
@@ -272,8 +274,6 @@ fn server_lateness(report: &mut Report, before: &Metrics, after: &Metrics) {
 
 fn require_pid(target: &Target, what: &str) -> Result<u32> {
     target.pid().ok_or_else(|| {
-        Error::msg(format!(
-            "{what} needs the server's PID: start it with --server-bin or give --server-pid"
-        ))
+        anyhow!("{what} needs the server's PID: start it with --server-bin or give --server-pid")
     })
 }

@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
+use anyhow::Result;
+
 use super::{fleet_spec, register_fleet, with_target};
 use crate::cli::P1Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 
@@ -16,7 +17,7 @@ pub(super) async fn run(args: &P1Args) -> Result<Report> {
     report.param("robots", args.robots);
     report.param("duration_s", args.duration.as_secs_f64());
     with_target(&args.common, "p1", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let spec = fleet_spec(&args.common, target, args.robots, false);
         let (mut fleet, base) =
             register_fleet(spec, &args.common, &mut http, args.register_timeout, report).await?;

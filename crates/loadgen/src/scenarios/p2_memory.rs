@@ -3,11 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::{connect_summary, fleet_spec, require_pid, wait_metrics, with_target};
 use crate::cli::P2Args;
-use crate::error::Result;
 use crate::fleet::Fleet;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 
@@ -20,7 +21,7 @@ pub(super) async fn run(args: &P2Args) -> Result<Report> {
     report.param("settle_s", args.settle.as_secs_f64());
     with_target(&args.common, "p2", &mut report, async |target, report| {
         require_pid(target, "p2-memory")?;
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         // Let the server finish starting (and make one request, as every later step does).
         let base = metrics::fetch(&mut http).await?.robots_connected();
         tokio::time::sleep(args.settle).await;

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::robots::{LibRobot, RobotEvent};
 use super::{wait_metrics, with_target};
 use crate::cli::P3Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 use crate::stats::{Summary, rate};
@@ -24,7 +25,7 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
     report.param("duration_s", args.duration.as_secs_f64());
     report.param("robots", args.robots);
     with_target(&args.common, "p3", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let before = metrics::fetch(&mut http).await?;
         let robots_count = args.robots.max(1);
         let url = target.ws_url(&args.common.ws_path);
@@ -34,7 +35,7 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
         for robot in &mut robots {
             match robot.next(Duration::from_secs(15)).await {
                 Some(RobotEvent::Connected { .. }) => {}
-                other => crate::bail!("a robot could not connect: {other:?}"),
+                other => anyhow::bail!("a robot could not connect: {other:?}"),
             }
         }
         wait_metrics(

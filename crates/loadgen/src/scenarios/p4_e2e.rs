@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::{fleet_spec, register_fleet, with_target};
 use crate::cli::P4Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics::{self, Metrics};
 use crate::report::Report;
 use crate::stats::{Summary, rate};
@@ -24,7 +25,7 @@ pub(super) async fn run(args: &P4Args) -> Result<Report> {
     report.param("duration_s", args.duration.as_secs_f64());
     report.param("max_rate", args.max_rate);
     with_target(&args.common, "p4", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let spec = fleet_spec(&args.common, target, args.robots, true);
         let (mut fleet, _) = register_fleet(
             spec,
@@ -62,7 +63,7 @@ pub(super) async fn run(args: &P4Args) -> Result<Report> {
         let driving = drive(target.instances(), args.clients, Some(deadline), false, maker);
         // Read the Succeeded count once a second while the triggers run.
         let sampling = async {
-            let mut sampler = HttpClient::new(target.addr);
+            let mut sampler = http::client(target.addr);
             let mut samples = Vec::new();
             while Instant::now() < deadline {
                 let wait = deadline.saturating_duration_since(Instant::now());

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::{fleet_spec, register_fleet, with_target};
 use crate::cli::P5Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 use crate::stats::Summary;
@@ -32,7 +33,7 @@ pub(super) async fn run(args: &P5Args) -> Result<Report> {
     report.param("clients", args.clients);
     report.param("lead_s", args.lead.as_secs_f64());
     with_target(&args.common, "p5", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let spec = fleet_spec(&args.common, target, args.robots, false);
         let (mut fleet, _) =
             register_fleet(spec, &args.common, &mut http, args.register_timeout, report).await?;

@@ -5,11 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::p5_fanout::instant_of;
 use super::{fleet_spec, register_fleet, with_target};
 use crate::cli::P6Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::report::Report;
 use crate::stats::Summary;
 use crate::trigger::{Job, JobMaker, drive, job_body, now_us};
@@ -25,7 +26,7 @@ pub(super) async fn run(args: &P6Args) -> Result<Report> {
     report.param("lead_s", args.lead.as_secs_f64());
     report.param("clients", args.clients);
     with_target(&args.common, "p6", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let spec = fleet_spec(&args.common, target, args.robots, false);
         let (mut fleet, _) = register_fleet(
             spec,

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+use anyhow::bail;
+
 use super::robots::{LibRobot, RobotEvent};
 use super::{fleet_spec, wait_metrics, with_target};
-use crate::bail;
 use crate::cli::P7Args;
-use crate::error::Result;
 use crate::fleet::Fleet;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 use crate::stats::rate;
@@ -31,7 +32,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
         bail!("p7-restart kills and restarts the server: start it with --server-bin");
     }
     with_target(&args.common, "p7", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         // The robot that waits across the restart: index `pending_robots`, after the robots the
         // pending jobs are for (those never connect).
         let live = args.pending_robots.max(1);
@@ -134,7 +135,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
         // The due job, then the kill before it is due.
         let due_us = now_us() + args.due_after.as_micros() as i64;
         let answer = http
-            .post_json(
+            .post_bytes(
                 "/api/jobs",
                 job_body(&args.common.robot_prefix, live, due_us, Some(due_us)),
             )
@@ -142,7 +143,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
         if answer.status != 201 {
             bail!("the due job was refused: {} {}", answer.status, answer.text());
         }
-        let due_job = answer.json()?.get("id").and_then(serde_json::Value::as_i64);
+        let due_job = answer.try_json()?.get("id").and_then(serde_json::Value::as_i64);
         target.kill9().await?;
         let killed_us = now_us();
         if killed_us >= due_us {
@@ -240,7 +241,7 @@ pub(super) async fn run(args: &P7Args) -> Result<Report> {
             report.figure("server RSS 5 s after spawn", memory.rss_kib as f64 / 1024.0, "MiB");
             report.figure("server peak RSS (VmHWM)", memory.hwm_kib as f64 / 1024.0, "MiB");
         }
-        let after = metrics::fetch(&mut HttpClient::new(target.addr)).await?;
+        let after = metrics::fetch(&mut http::client(target.addr)).await?;
         let pending_after = after.jobs("Pending");
         report.figure("Pending jobs after the restart (server count)", pending_after, "count");
         if pending_after < pending_before {

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use super::{connect_summary, fleet_spec, register_fleet, wait_metrics, with_target};
 use crate::cli::P8Args;
-use crate::error::Result;
-use crate::http::HttpClient;
+use crate::http;
 use crate::metrics;
 use crate::report::Report;
 use crate::stats::Summary;
@@ -20,7 +21,7 @@ pub(super) async fn run(args: &P8Args) -> Result<Report> {
     report.param("wait_offline", !args.no_wait_offline);
     report.param("retries", args.retries);
     with_target(&args.common, "p8", &mut report, async |target, report| {
-        let mut http = HttpClient::new(target.addr);
+        let mut http = http::client(target.addr);
         let before = metrics::fetch(&mut http).await?;
         let spec = fleet_spec(&args.common, target, args.robots, false);
         let (mut fleet, base) =
@@ -56,7 +57,7 @@ pub(super) async fn run(args: &P8Args) -> Result<Report> {
         let tcp_before = crate::machine::tcp_ext();
         let cpu_before = (target.cpu_seconds(), fleet.cpu_seconds());
         let started = Instant::now();
-        let mut watcher = HttpClient::new(target.addr);
+        let mut watcher = http::client(target.addr);
         let watching = wait_metrics(&mut watcher, args.timeout, Duration::from_millis(20), |m| {
             m.robots_connected() >= expected
         });

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+
 use crate::cli::{
     Common, P1Args, P2Args, P3Args, P4Args, P5Args, P6Args, P7Args, P8Args, SmokeArgs,
 };
-use crate::error::Result;
 use crate::report::Report;
 
 /// The reports of a smoke run, and the scenarios that could not run.
@@ -30,8 +31,8 @@ fn record(outcome: &mut SmokeOutcome, name: &str, result: Result<Report>, common
             outcome.reports.push(report);
         }
         Err(error) => {
-            println!("== {name} ==\nCOULD NOT RUN: {error}\n");
-            outcome.errors.push((name.to_owned(), error.to_string()));
+            println!("== {name} ==\nCOULD NOT RUN: {error:#}\n");
+            outcome.errors.push((name.to_owned(), format!("{error:#}")));
         }
     }
 }

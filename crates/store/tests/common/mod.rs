@@ -16,66 +16,33 @@ pub(crate) struct TestStore {
 pub(crate) struct TestDatabase {
     pub(crate) config: StoreConfig,
     _folder: tempfile::TempDir,
-    #[cfg(feature = "postgres")]
-    postgres: Option<(String, String)>,
+    /// Dropped with the test: the database goes with it.
+    _postgres: Option<rpa_testkit::TestDatabase>,
 }
 
 impl TestDatabase {
     pub(crate) fn new() -> TestDatabase {
         let folder = tempfile::tempdir().unwrap();
-        let sqlite = StoreConfig::new(folder.path().join("test.db"));
-        let Ok(server) = std::env::var("RPA_TEST_POSTGRES") else {
-            return TestDatabase {
-                config: sqlite,
-                _folder: folder,
-                #[cfg(feature = "postgres")]
-                postgres: None,
-            };
-        };
         #[cfg(not(feature = "postgres"))]
-        panic!(
-            "RPA_TEST_POSTGRES is set ({server}), but rpa-store was built without its postgres feature"
-        );
-        #[cfg(feature = "postgres")]
-        {
-            use diesel::{Connection, PgConnection, RunQueryDsl};
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let name = format!(
-                "rpa_store_test_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
+        if let Some(server) = rpa_testkit::postgres::server_url() {
+            panic!(
+                "RPA_TEST_POSTGRES is set ({server}), but rpa-store was built without its postgres feature"
             );
-            let mut admin = PgConnection::establish(&format!("{server}/postgres")).unwrap();
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}"))
-                .execute(&mut admin)
-                .unwrap();
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .unwrap();
-            TestDatabase {
-                config: StoreConfig::at(Location::Postgres(format!("{server}/{name}"))),
-                _folder: folder,
-                postgres: Some((server, name)),
-            }
+        }
+        let postgres = rpa_testkit::TestDatabase::from_env("rpa_store_test").unwrap();
+        let config = match &postgres {
+            Some(database) => StoreConfig::at(Location::Postgres(database.url().to_owned())),
+            None => StoreConfig::new(folder.path().join("test.db")),
+        };
+        TestDatabase {
+            config,
+            _folder: folder,
+            _postgres: postgres,
         }
     }
 
     pub(crate) fn is_postgres(&self) -> bool {
         matches!(self.config.location, Location::Postgres(_))
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        #[cfg(feature = "postgres")]
-        if let Some((server, name)) = &self.postgres {
-            use diesel::{Connection, PgConnection, RunQueryDsl};
-            if let Ok(mut admin) = PgConnection::establish(&format!("{server}/postgres")) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin);
-            }
-        }
     }
 }
 
