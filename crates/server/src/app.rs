@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::dispatch::{self, Dispatcher};
-use crate::metrics::Metrics;
+use crate::tasks::dispatch::{self, Dispatcher};
+use crate::http::metrics::Metrics;
 
 /// What every part of the server shares.
 pub(crate) struct App {
@@ -29,7 +29,7 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) heartbeat: Heartbeat,
     pub(crate) connections: Arc<Tracker>,
-    pub(crate) package_files: Arc<crate::package_files::PackageFiles>,
+    pub(crate) package_files: Arc<crate::tasks::package_files::PackageFiles>,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -108,7 +108,7 @@ impl Server {
             .with_sync(config.sync_package_files);
         let mut store_config = StoreConfig::at(config.database.clone());
         store_config.max_size = config.max_database_size;
-        store_config.instance = crate::instance::new_id();
+        store_config.instance = crate::tasks::instance::new_id();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await
             .map_err(|error| StartError::new("--database", error))?
@@ -122,10 +122,10 @@ impl Server {
         let recovery_store = store.clone();
         let (lease, description) = (
             config.instance_lease,
-            crate::instance::describe(config.listen),
+            crate::tasks::instance::describe(config.listen),
         );
         let started = tokio::task::spawn_blocking(move || {
-            crate::instance::start(&recovery_store, policy, lease, description)
+            crate::tasks::instance::start(&recovery_store, policy, lease, description)
         })
         .await
         .map_err(|error| StartError::new("--database", error))?
@@ -149,7 +149,7 @@ impl Server {
         let db = Db::new(store);
         let registry = Arc::new(Registry::new(config.limits.outbound_queue));
         let metrics = Arc::new(Metrics::default());
-        let package_files = Arc::new(crate::package_files::PackageFiles::default());
+        let package_files = Arc::new(crate::tasks::package_files::PackageFiles::default());
         let (dispatcher, written) = Dispatcher::new(
             db.clone(),
             Arc::clone(&package_files),
@@ -160,7 +160,7 @@ impl Server {
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
         dispatcher.set_wakeup(wakeup);
-        let hand_offs = crate::instance::listen(db.store(), &dispatcher)
+        let hand_offs = crate::tasks::instance::listen(db.store(), &dispatcher)
             .map_err(|error| StartError::new("--database", error))?;
         let app = Arc::new(App {
             config,
@@ -173,7 +173,7 @@ impl Server {
             connections: Arc::new(Tracker::default()),
             package_files,
         });
-        let rest = crate::rest::routes(Arc::clone(&app));
+        let rest = crate::http::rest::routes(Arc::clone(&app));
         Ok(Server {
             app,
             rest,
@@ -206,15 +206,15 @@ impl Server {
             written,
             stopped.clone(),
         ));
-        let retention = tokio::spawn(crate::retention::run(Arc::clone(&app), stopped.clone()));
-        let lease = tokio::spawn(crate::instance::run(Arc::clone(&app), stopped.clone()));
-        let package_files = tokio::spawn(crate::package_files::run(
+        let retention = tokio::spawn(crate::tasks::retention::run(Arc::clone(&app), stopped.clone()));
+        let lease = tokio::spawn(crate::tasks::instance::run(Arc::clone(&app), stopped.clone()));
+        let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),
             app.packages.clone(),
             stopped.clone(),
         ));
-        let accept = tokio::spawn(crate::listener::serve(
+        let accept = tokio::spawn(crate::http::listener::serve(
             Arc::clone(&app),
             listener,
             rest,
@@ -225,7 +225,7 @@ impl Server {
         log::info!("shutting down: no new connections; closing robot connections");
         let _ = stop.send(true);
         for session in app.registry.connections() {
-            session.close(crate::ws::CLOSE_GOING_AWAY, "server shutting down");
+            session.close(crate::http::ws::CLOSE_GOING_AWAY, "server shutting down");
         }
         if tokio::time::timeout(CLOSE_GRACE, app.connections.idle())
             .await

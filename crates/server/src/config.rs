@@ -109,7 +109,7 @@ pub struct Config {
     /// again what it had claimed but not confirmed.
     pub instance_lease: Duration,
     pub limits: Limits,
-    pub access: crate::auth::Access,
+    pub access: crate::http::auth::Access,
 }
 
 impl Default for Config {
@@ -134,7 +134,7 @@ impl Default for Config {
             sync_package_files: false,
             instance_lease: Duration::from_secs(15),
             limits: Limits::default(),
-            access: crate::auth::Access::default(),
+            access: crate::http::auth::Access::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// Every REST route, boxed per module (warp's types grow compile times otherwise).
 pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::reply::Response;
 
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// The paths robots connect on: `/` and `/ws`, and the path the deployed robots use behind
 /// their gateway.
@@ -44,7 +44,7 @@ pub(crate) fn upgrade(
     app: Arc<App>,
     mut request: Request<Incoming>,
     peer: SocketAddr,
-    slot: Arc<crate::listener::Slot>,
+    slot: Arc<crate::http::listener::Slot>,
 ) -> Response {
     if request.method() != Method::GET {
         return Problem::new(

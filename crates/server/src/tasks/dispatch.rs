@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::db::Db;
 use crate::logging::Untrusted;
-use crate::metrics::{Metrics, bump};
+use crate::http::metrics::{Metrics, bump};
 
 /// How long an unsent job waits before the scheduler tries again when the robot's queue was
 /// full: long enough for the robot to drain some of it.
@@ -40,7 +40,7 @@ pub(crate) struct Dispatcher {
 
 struct Inner {
     db: Db,
-    package_files: Arc<crate::package_files::PackageFiles>,
+    package_files: Arc<crate::tasks::package_files::PackageFiles>,
     registry: Arc<Registry>,
     policy: DeliveryPolicy,
     metrics: Arc<Metrics>,
@@ -53,7 +53,7 @@ impl Dispatcher {
     /// [`confirm_written`].
     pub(crate) fn new(
         db: Db,
-        package_files: Arc<crate::package_files::PackageFiles>,
+        package_files: Arc<crate::tasks::package_files::PackageFiles>,
         registry: Arc<Registry>,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
@@ -307,7 +307,7 @@ impl Dispatcher {
     }
 
     /// After a schedule's occurrence: the instance's package file, the next occurrence.
-    fn after_occurrence(&self, id: i64, fired: crate::recurring::Fired) {
+    fn after_occurrence(&self, id: i64, fired: crate::tasks::recurring_jobs::Fired) {
         if let Some(next) = fired.next {
             self.wake_schedule(id, next);
         }
@@ -318,7 +318,7 @@ impl Dispatcher {
         log::info!(
             "schedule {id}: job {} created for its occurrence at {}: {}",
             job.id,
-            crate::views::time(job.run_at),
+            crate::http::views::time(job.run_at),
             job.status.as_str()
         );
         self.inner.package_files.notify();
@@ -479,7 +479,7 @@ impl DueSource for Dispatcher {
                         DueKind::Job => jobs.push(entry.id),
                         DueKind::Schedule => {
                             let id = entry.id;
-                            match tx.savepoint(|tx| crate::recurring::fire(tx, id, now, &policy)) {
+                            match tx.savepoint(|tx| crate::tasks::recurring_jobs::fire(tx, id, now, &policy)) {
                                 Ok(Some(occurrence)) => {
                                     // The instance is due now: send it in this same write.
                                     if let Some(job) = &occurrence.instance {

@@ -13,7 +13,7 @@ use rpa_store::{DeliveryPolicy, Listener, Reaped, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::app::{App, delta};
-use crate::dispatch::Dispatcher;
+use crate::tasks::dispatch::Dispatcher;
 
 /// What the start found and did.
 pub(crate) struct Started {

@@ -14,8 +14,8 @@ use super::query::{self, Query};
 use super::trigger;
 use super::{json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
-use crate::views::{JobView, Page};
+use crate::http::problem::Problem;
+use crate::http::views::{JobView, Page};
 use rpa_store::Created;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {

@@ -7,7 +7,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use warp::reply::Response;
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// Who may call what.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ fn query_token(uri: &Uri) -> Option<String> {
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(name, _)| *name == "token")
-        .map(|(_, value)| crate::percent::decode(value, true))
+        .map(|(_, value)| crate::http::percent::decode(value, true))
 }
 
 fn unauthorized(detail: &str) -> Response {

@@ -12,8 +12,8 @@ use warp::reply::Response;
 
 use super::with_app;
 use crate::app::App;
-use crate::metrics::LATENESS_BUCKETS_MS;
-use crate::problem::Problem;
+use crate::http::metrics::LATENESS_BUCKETS_MS;
+use crate::http::problem::Problem;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")

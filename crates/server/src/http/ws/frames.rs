@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{CLOSE_POLICY, Connection, End, Registered};
 use crate::logging::Untrusted;
-use crate::metrics::bump;
+use crate::http::metrics::bump;
 
 /// How much of a bad frame is quoted in the log.
 const BAD_FRAME_EXCERPT: usize = 200;

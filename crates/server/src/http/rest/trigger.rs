@@ -13,8 +13,8 @@ use rpa_store::{Created, IdempotencyKey, InsertJob, InsertSchedule, NewJob, NewS
 
 use crate::app::App;
 use crate::logging::Untrusted;
-use crate::metrics::bump;
-use crate::problem::{FieldProblem, Problem};
+use crate::http::metrics::bump;
+use crate::http::problem::{FieldProblem, Problem};
 
 /// What an accepted trigger created: a job or a recurring schedule. For a retry under the
 /// same `Idempotency-Key`, what the first request created, and the body it was answered with.
@@ -221,7 +221,7 @@ async fn accept_schedule(
                 schedule.timezone,
                 schedule
                     .next_run_at
-                    .map_or("never".to_owned(), crate::views::time)
+                    .map_or("never".to_owned(), crate::http::views::time)
             );
             if let Some(next) = schedule.next_run_at {
                 app.dispatcher.wake_schedule(schedule.id, next);
@@ -294,7 +294,7 @@ async fn accept_job(
         .write(move |tx| {
             let outcome = tx.insert_job(&job)?;
             if let InsertJob::Created(created) = &outcome {
-                let view = crate::views::JobView::from(created.clone());
+                let view = crate::http::views::JobView::from(created.clone());
                 remember(tx, key.as_deref(), || serde_json::to_string(&view))?;
             }
             Ok(outcome)
@@ -307,7 +307,7 @@ async fn accept_job(
                 job.id,
                 Untrusted(&job.robot_address),
                 Untrusted(&job.package_name),
-                crate::views::time(job.run_at)
+                crate::http::views::time(job.run_at)
             );
             app.dispatcher.wake(job.id, job.run_at);
             app.package_files.notify();

@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::{json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")

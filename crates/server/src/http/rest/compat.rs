@@ -13,7 +13,7 @@ use super::body::{JsonBody, json_body};
 use super::trigger;
 use super::{jobs, json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 use rpa_store::Created;
 
 const CANCEL_FAILED: &str = "Failed to cancel job";
