@@ -59,7 +59,8 @@ pub(crate) struct Cli {
     )]
     log_dir: PathBuf,
 
-    /// Log level (error, warn, info, debug, trace) or directives like info,rpa_server::ws=debug.
+    /// Log level (error, warn, info, debug, trace) or directives like
+    /// info,rpa_server::http::ws=debug.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
     log_level: String,
 

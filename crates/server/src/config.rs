@@ -75,7 +75,7 @@ pub struct Config {
     pub database: Database,
     pub packages_dir: PathBuf,
     pub log_dir: PathBuf,
-    /// `info`, or directives such as `info,rpa_server::ws=debug`.
+    /// `info`, or directives such as `info,rpa_server::http::ws=debug`.
     pub log_level: String,
     /// Whether log lines also go to standard error.
     pub log_to_stderr: bool,

@@ -35,7 +35,7 @@ pub(super) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What the connection registered as, once its metadata was accepted.
 #[derive(Debug, Clone)]
-pub(super) struct Registered {
+pub(super) struct Identity {
     pub(super) address: RobotAddress,
     pub(super) extended: bool,
 }
@@ -72,7 +72,7 @@ pub(super) struct Connection {
     pub(super) ws: Socket,
     /// Decided by the first valid frame; `_event` until then.
     pub(super) dialect: Option<Dialect>,
-    pub(super) robot: Option<Registered>,
+    pub(super) robot: Option<Identity>,
     last_inbound: Instant,
     next_ping: Option<Instant>,
     bad_frames: VecDeque<Instant>,

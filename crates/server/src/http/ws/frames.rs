@@ -8,7 +8,7 @@ use rpa_registry::Robot;
 use rpa_store::{AckOutcome, DeclineOutcome, ReportOutcome, RobotRegistration};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::connection::{CLOSE_POLICY, Connection, End, Registered};
+use super::connection::{CLOSE_POLICY, Connection, End, Identity};
 use crate::logging::Untrusted;
 use crate::http::metrics::bump;
 
@@ -119,7 +119,7 @@ impl Connection {
                 extended,
             },
         );
-        self.robot = Some(Registered {
+        self.robot = Some(Identity {
             address: address.clone(),
             extended,
         });
