@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::tasks::dispatch::{self, Dispatcher};
 use crate::http::metrics::Metrics;
+use crate::tasks::dispatch::{self, Dispatcher};
 
 /// What every part of the server shares.
 pub(crate) struct App {
@@ -206,8 +206,14 @@ impl Server {
             written,
             stopped.clone(),
         ));
-        let retention = tokio::spawn(crate::tasks::retention::run(Arc::clone(&app), stopped.clone()));
-        let lease = tokio::spawn(crate::tasks::instance::run(Arc::clone(&app), stopped.clone()));
+        let retention = tokio::spawn(crate::tasks::retention::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
+        let lease = tokio::spawn(crate::tasks::instance::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
         let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),

@@ -2,16 +2,11 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use rpa_validation::FieldErrors;
+use serde::ser::SerializeSeq as _;
+use serde::{Serialize, Serializer};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
-
-/// One field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct FieldProblem {
-    pub(crate) field: String,
-    pub(crate) problem: String,
-}
 
 /// An error answer of the API. `code` is stable and snake_case; `type` is derived from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +15,8 @@ pub(crate) struct Problem {
     pub(crate) code: &'static str,
     pub(crate) title: &'static str,
     pub(crate) detail: String,
-    pub(crate) errors: Vec<FieldProblem>,
+    /// The fields that failed validation; none for other problems.
+    pub(crate) errors: FieldErrors,
     /// The original service's `Alert` text, kept in the answers of the routes old clients call.
     pub(crate) alert: Option<&'static str>,
     pub(crate) retry_after: Option<u64>,
@@ -36,9 +32,31 @@ struct Body<'a> {
     detail: &'a str,
     code: &'a str,
     /// Always present (empty unless fields failed validation), so clients need not test for it.
-    errors: &'a [FieldProblem],
+    errors: Fields<'a>,
     #[serde(rename = "Alert", skip_serializing_if = "Option::is_none")]
     alert: Option<&'a str>,
+}
+
+/// The fields that failed validation as the API shows them: `[{"field": ..., "problem": ...}]`.
+struct Fields<'a>(&'a [rpa_validation::FieldError]);
+
+#[derive(Serialize)]
+struct Field<'a> {
+    field: &'a str,
+    problem: &'a str,
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for error in self.0 {
+            seq.serialize_element(&Field {
+                field: &error.field,
+                problem: &error.message,
+            })?;
+        }
+        seq.end()
+    }
 }
 
 impl Problem {
@@ -53,7 +71,7 @@ impl Problem {
             code,
             title,
             detail: detail.into(),
-            errors: Vec::new(),
+            errors: FieldErrors::new(),
             alert: None,
             retry_after: None,
             www_authenticate: false,
@@ -72,9 +90,9 @@ impl Problem {
         Problem::new(StatusCode::CONFLICT, code, "Conflict", detail)
     }
 
-    pub(crate) fn validation(errors: Vec<FieldProblem>) -> Problem {
+    pub(crate) fn validation(errors: FieldErrors) -> Problem {
         let detail = match errors.as_slice() {
-            [one] => format!("{}: {}", one.field, one.problem),
+            [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields failed validation", many.len()),
         };
         Problem {
@@ -121,7 +139,7 @@ impl Problem {
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
-            errors: &self.errors,
+            errors: Fields(self.errors.as_slice()),
             alert: self.alert,
         };
         let text = serde_json::to_string(&body).unwrap_or_else(|_| {

@@ -13,8 +13,8 @@ use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, Reach, Store
 use tokio::sync::mpsc;
 
 use crate::db::Db;
-use crate::logging::Untrusted;
 use crate::http::metrics::{Metrics, bump};
+use crate::logging::Untrusted;
 
 /// How long an unsent job waits before the scheduler tries again when the robot's queue was
 /// full: long enough for the robot to drain some of it.
@@ -479,7 +479,9 @@ impl DueSource for Dispatcher {
                         DueKind::Job => jobs.push(entry.id),
                         DueKind::Schedule => {
                             let id = entry.id;
-                            match tx.savepoint(|tx| crate::tasks::recurring_jobs::fire(tx, id, now, &policy)) {
+                            match tx.savepoint(|tx| {
+                                crate::tasks::recurring_jobs::fire(tx, id, now, &policy)
+                            }) {
                                 Ok(Some(occurrence)) => {
                                     // The instance is due now: send it in this same write.
                                     if let Some(job) = &occurrence.instance {

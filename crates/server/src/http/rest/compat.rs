@@ -109,11 +109,14 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
         let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
         match trigger::accept(&app, &doc, &raw, key).await {
             Ok(accepted) => Ok(accepted.created),
-            Err(refused) => Err(refused.problem.with_alert(if refused.missing {
-                MISSING_DATA
-            } else {
-                NOT_RECEIVED
-            })),
+            Err(problem) => {
+                let alert = if problem.errors.any_missing() {
+                    MISSING_DATA
+                } else {
+                    NOT_RECEIVED
+                };
+                Err(problem.with_alert(alert))
+            }
         }
     };
     match result.await {

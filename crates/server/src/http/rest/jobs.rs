@@ -63,9 +63,7 @@ async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response 
     let created = async {
         let key = trigger::idempotency_key(key.as_deref())?;
         let (doc, raw) = body?;
-        let accepted = trigger::accept(&app, &doc, &raw, key)
-            .await
-            .map_err(|refused| refused.problem)?;
+        let accepted = trigger::accept(&app, &doc, &raw, key).await?;
         let (location, body) = match accepted.created {
             Created::Job(job) => (
                 format!("/api/jobs/{}", job.id),

@@ -43,7 +43,10 @@ fn answer(result: Result<Response, Problem>) -> Response {
 
 /// The schedule as the API shows it, with its next occurrences (none once inactive).
 pub(super) fn view(schedule: ScheduleRecord) -> ScheduleView {
-    let upcoming = match (schedule.active, crate::tasks::recurring_jobs::cron_of(&schedule)) {
+    let upcoming = match (
+        schedule.active,
+        crate::tasks::recurring_jobs::cron_of(&schedule),
+    ) {
         (true, Ok(cron)) => cron.upcoming(Utc::now(), UPCOMING),
         _ => Vec::new(),
     };

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::app::App;
-use crate::tasks::dispatch::Written;
 use crate::http::metrics::bump;
+use crate::tasks::dispatch::Written;
 
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 

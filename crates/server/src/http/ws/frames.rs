@@ -9,8 +9,8 @@ use rpa_store::{AckOutcome, DeclineOutcome, ReportOutcome, RobotRegistration};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{CLOSE_POLICY, Connection, End, Identity};
-use crate::logging::Untrusted;
 use crate::http::metrics::bump;
+use crate::logging::Untrusted;
 
 /// How much of a bad frame is quoted in the log.
 const BAD_FRAME_EXCERPT: usize = 200;
