@@ -5,6 +5,7 @@
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
+use warp::Reply as _;
 use warp::reply::Response;
 
 use crate::http::problem::Problem;

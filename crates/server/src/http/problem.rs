@@ -131,8 +131,11 @@ impl Problem {
         self.alert = Some(alert);
         self
     }
+}
 
-    pub(crate) fn into_response(self) -> Response {
+/// A problem is an answer: problem+json with its status and headers.
+impl warp::Reply for Problem {
+    fn into_response(self) -> Response {
         let body = Body {
             kind: format!("/problems/{}", self.code.replace('_', "-")),
             title: self.title,

@@ -290,20 +290,17 @@ impl Dispatcher {
         let retry_at = now + after;
         let this = self.clone();
         let id = sending.job_id;
-        let submitted = self.inner.db.store().writer().submit(
+        self.inner.db.submit(
+            JobId(id),
+            "cannot record that it was not sent",
             move |tx| tx.unsend(id, sending.attempt, now, retry_at, reason),
-            move |result| match result {
-                Ok(true) => {
-                    log::info!("job {id}: not sent ({reason})");
+            move |unsent, job| {
+                if unsent {
+                    log::info!("{job}: not sent ({reason})");
                     this.wake(id, retry_at);
                 }
-                Ok(false) => {}
-                Err(error) => log::error!("job {id}: cannot record that it was not sent: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!("job {id}: cannot record that it was not sent: {error}");
-        }
     }
 
     /// After a schedule's occurrence: the instance's package file, the next occurrence.
@@ -327,6 +324,16 @@ impl Dispatcher {
     /// The connection wrote a sending.
     pub(crate) fn written(&self, written: Written) {
         let _ = self.inner.written.send(written);
+    }
+}
+
+/// `job <id>`, as log lines name a job.
+#[derive(Debug, Clone, Copy)]
+struct JobId(i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {}", self.0)
     }
 }
 

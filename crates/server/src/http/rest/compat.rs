@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -67,7 +68,7 @@ async fn cancel(app: &App, id_text: &str) -> Response {
         Ok(id) => jobs::cancel(app, id).await,
         Err(problem) => Err(problem),
     };
-    answer(
+    old_answer(
         id_text,
         outcome,
         "Cancelled Job successfully",
@@ -80,7 +81,7 @@ async fn force(app: &App, id_text: &str) -> Response {
         Ok(id) => jobs::force(app, id).await,
         Err(problem) => Err(problem),
     };
-    answer(
+    old_answer(
         id_text,
         outcome,
         "Forced to be executed successfully",
@@ -90,7 +91,7 @@ async fn force(app: &App, id_text: &str) -> Response {
 
 /// The old routes' answers: `{"Job": "<id as in the URL>", "Status": ...}`, or a problem that
 /// carries the old `Alert`.
-fn answer(
+fn old_answer(
     id_text: &str,
     outcome: Result<rpa_store::JobRecord, Problem>,
     status: &str,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;

@@ -12,7 +12,7 @@ use warp::reply::Response;
 use super::body::{JsonBody, json_body};
 use super::query::{self, Query};
 use super::trigger;
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
 use crate::http::problem::Problem;
 use crate::http::views::{JobView, Page};
@@ -53,10 +53,6 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(force)
         .unify()
         .boxed()
-}
-
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
 }
 
 async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response {

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rpa_store::{BATCH_BUCKETS, JobStatus, LATENCY_BUCKETS_MICROS};
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, header};
 use warp::reply::Response;
@@ -181,7 +182,7 @@ async fn render(app: &App) -> Response {
         count,
         sum,
     );
-    let writer = app.db.store().writer().stats();
+    let writer = app.db.writer_stats();
     let bounds: Vec<f64> = BATCH_BUCKETS.iter().map(|n| *n as f64).collect();
     histogram(
         &mut out,

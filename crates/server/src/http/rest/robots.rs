@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::query::{self, Query};
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
 use crate::http::problem::Problem;
 use crate::http::views::{MessageView, Page, RobotView};
@@ -46,10 +46,6 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(jobs)
         .unify()
         .boxed()
-}
-
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
 }
 
 /// The path segment as the robot's address: percent-decoded, and a MAC in any spelling.

@@ -11,7 +11,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::query::{self, Query};
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
 use crate::http::problem::Problem;
 use crate::http::views::{Page, ScheduleView};
@@ -35,10 +35,6 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(with_app(app))
         .then(|id, app: Arc<App>| async move { answer(delete(&app, id).await) });
     list.or(one).unify().or(delete).unify().boxed()
-}
-
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
 }
 
 /// The schedule as the API shows it, with its next occurrences (none once inactive).

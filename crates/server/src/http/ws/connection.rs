@@ -469,28 +469,20 @@ impl Connection {
     fn sendings_lost(&mut self, sendings: Vec<(i64, i32)>, now: chrono::DateTime<Utc>) {
         let policy = *self.app.dispatcher.policy();
         let dispatcher = self.app.dispatcher.clone();
-        let tag = self.tag().to_string();
-        let submitted = self.app.db.store().writer().submit(
+        self.app.db.submit(
+            self.tag().to_string(),
+            "cannot record unacknowledged sendings",
             move |tx| tx.connection_lost(&sendings, now, &policy),
-            move |result| match result {
-                Ok(changed) => {
-                    for (id, status) in changed {
-                        log::info!(
-                            "{tag}: job {id} was not confirmed before the connection ended: now {}",
-                            status.as_str()
-                        );
-                        dispatcher.wake(id, now);
-                    }
+            move |changed, tag| {
+                for (id, status) in changed {
+                    log::info!(
+                        "{tag}: job {id} was not confirmed before the connection ended: now {}",
+                        status.as_str()
+                    );
+                    dispatcher.wake(id, now);
                 }
-                Err(error) => log::error!("{tag}: cannot record unacknowledged sendings: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!(
-                "{}: cannot record unacknowledged sendings: {error}",
-                self.tag()
-            );
-        }
     }
 }
 
