@@ -8,5 +8,4 @@ pub mod logging;
 mod tasks;
 
 pub use app::{Server, StartError};
-pub use config::{Config, Database, Limits};
-pub use http::auth;
+pub use config::{Access, Config, ConfigError, Database, Limits};

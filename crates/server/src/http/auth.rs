@@ -8,18 +8,8 @@ use hyper::{Method, StatusCode, Uri};
 use warp::Reply as _;
 use warp::reply::Response;
 
+use crate::config::Access;
 use crate::http::problem::Problem;
-
-/// Who may call what.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Access {
-    /// Tokens accepted on the API and the old routes; none: the API is open.
-    pub api_tokens: Vec<String>,
-    /// Tokens accepted on the robot WebSocket upgrade; none: robots need none.
-    pub robot_tokens: Vec<String>,
-    /// Browser origins allowed; none: any origin.
-    pub allowed_origins: Vec<String>,
-}
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
 /// right. (The length of the expected token is not a secret worth hiding.)

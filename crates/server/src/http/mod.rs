@@ -1,7 +1,7 @@
 //! The HTTP edge: the accept loop on one port, the robot WebSocket, the REST API, access
 //! control, problem documents and the JSON views of stored records.
 
-pub mod auth;
+pub(crate) mod auth;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod percent;

@@ -214,3 +214,104 @@ impl From<rpa_store::StoreError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+    use rpa_validation::FieldError;
+    use serde_json::{Value, json};
+    use warp::Reply as _;
+
+    use super::*;
+
+    async fn body(response: Response) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_problem_answers_problem_json_with_its_status() {
+        let response = Problem::not_found("no job 7").into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(
+            body(response).await,
+            json!({
+                "type": "/problems/not-found",
+                "title": "Not found",
+                "status": 404,
+                "detail": "no job 7",
+                "code": "not_found",
+                "errors": [],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn validation_lists_every_field_as_field_and_problem() {
+        let errors = FieldErrors::from(vec![
+            FieldError::invalid("Package.path", "Must not leave the packages folder."),
+            FieldError::missing("Robot", "This object is required."),
+        ]);
+        let problem = Problem::validation(errors).with_alert("Package missing required data");
+        assert!(problem.errors.any_missing());
+        let response = problem.into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = body(response).await;
+        assert_eq!(body["detail"], "2 fields failed validation");
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(
+            body["errors"],
+            json!([
+                {"field": "Package.path", "problem": "Must not leave the packages folder."},
+                {"field": "Robot", "problem": "This object is required."},
+            ])
+        );
+        assert_eq!(body["Alert"], "Package missing required data");
+
+        let one = Problem::validation(FieldError::invalid("Schedule.date", "No.").into());
+        assert_eq!(one.detail, "Schedule.date: No.");
+    }
+
+    #[test]
+    fn unavailable_asks_to_retry_and_unauthorized_names_the_scheme() {
+        let busy = Problem::unavailable("database_busy", "retry").into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let refused = Problem {
+            www_authenticate: true,
+            ..Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "x",
+            )
+        }
+        .into_response();
+        assert!(
+            refused.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer ")
+        );
+    }
+
+    #[test]
+    fn store_errors_become_the_documented_codes() {
+        use rpa_store::StoreError;
+        for (error, status, code) in [
+            (StoreError::Busy, 503, "database_busy"),
+            (StoreError::Full, 507, "storage_full"),
+            (StoreError::Overloaded, 503, "overloaded"),
+            (StoreError::WriterStopped, 503, "shutting_down"),
+            (StoreError::Corrupt("x".into()), 500, "internal_error"),
+        ] {
+            let problem = Problem::from(error);
+            assert_eq!((problem.status.as_u16(), problem.code), (status, code));
+        }
+    }
+}
