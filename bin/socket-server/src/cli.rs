@@ -359,3 +359,45 @@ impl Cli {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+
+    /// The flags as they read with no flag given and no environment.
+    fn unset() -> Cli {
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.try_get_matches_from(["socket-server"]).unwrap();
+        Cli::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn unset_flags_are_the_config_defaults() {
+        let mut config = unset().into_config().unwrap();
+        let defaults = Config::default();
+        // The binary's own choices: the machine's zone, and PORT when it is set.
+        config.timezone = defaults.timezone;
+        if std::env::var_os("PORT").is_some() {
+            config.listen = defaults.listen;
+        }
+        assert_eq!(config, defaults);
+    }
+
+    #[test]
+    fn help_shows_the_defaults_as_they_are_written() {
+        let help = Cli::command().render_help().to_string();
+        for shown in [
+            "[default: sqlite://data/socket-server.db]",
+            "[default: 10s]",
+            "[default: 1h]",
+            "[default: 64KiB]",
+            "[default: 1KiB]",
+            "[default: 1MiB]",
+            "[default: packages]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from --help");
+        }
+    }
+}
