@@ -1,16 +1,34 @@
-//! The command line: every setting as a flag with an environment variable and a default.
+//! The command line: every setting as a flag with an environment variable and a default. The
+//! defaults come from [`Config::default`], the one place they live; checks that involve more
+//! than one flag are [`Config::validate`]'s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use clap::Parser;
 use rpa_server::config::{
-    Database, SettingError, parse_database, parse_duration, parse_log_level, parse_size,
-    parse_timezone,
+    Access, Database, SettingError, format_database, format_duration, format_size, parse_database,
+    parse_duration, parse_log_level, parse_size, parse_timezone,
 };
 use rpa_server::{Config, Limits};
+
+/// The defaults of every setting.
+fn defaults() -> &'static Config {
+    static DEFAULTS: OnceLock<Config> = OnceLock::new();
+    DEFAULTS.get_or_init(Config::default)
+}
+
+/// A default as `--help` shows it and the flag's parser reads it back, e.g. `10s` or
+/// `64KiB`: computed once from [`defaults`], for the `&'static str` clap wants.
+macro_rules! shown {
+    ($text:expr) => {{
+        static TEXT: OnceLock<String> = OnceLock::new();
+        TEXT.get_or_init(|| $text).as_str()
+    }};
+}
 
 fn duration(text: &str) -> Result<Duration, SettingError> {
     parse_duration(text)
@@ -19,7 +37,7 @@ fn duration(text: &str) -> Result<Duration, SettingError> {
 fn positive_duration(text: &str) -> Result<Duration, SettingError> {
     let value = parse_duration(text)?;
     if value.is_zero() {
-        return Err(SettingError("must be more than zero".to_owned()));
+        return Err(SettingError::Zero);
     }
     Ok(value)
 }
@@ -38,14 +56,14 @@ pub(crate) struct Cli {
 
     /// The database: sqlite://PATH (relative), sqlite:///PATH (absolute), a bare path, or
     /// postgres://USER:PASSWORD@HOST:PORT/NAME (builds with the `postgres` feature).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/socket-server.db", value_parser = parse_database, value_name = "URL")]
+    #[arg(long, env = "DATABASE_URL", default_value = shown!(format_database(&defaults().database)), value_parser = parse_database, value_name = "URL")]
     database: Database,
 
     /// Folder of the package metadata files (created when missing).
     #[arg(
         long,
         env = "SOCKET_SERVER_PACKAGES_DIR",
-        default_value = "packages",
+        default_value_os_t = defaults().packages_dir.clone(),
         value_name = "DIR"
     )]
     packages_dir: PathBuf,
@@ -54,21 +72,22 @@ pub(crate) struct Cli {
     #[arg(
         long,
         env = "SOCKET_SERVER_LOG_DIR",
-        default_value = "serverLogs",
+        default_value_os_t = defaults().log_dir.clone(),
         value_name = "DIR"
     )]
     log_dir: PathBuf,
 
-    /// Log level (error, warn, info, debug, trace) or directives like info,rpa_server::ws=debug.
-    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_level, value_name = "LEVEL")]
+    /// Log level (error, warn, info, debug, trace) or directives like
+    /// info,rpa_server::http::ws=debug.
+    #[arg(long, env = "RUST_LOG", default_value_t = defaults().log_level.clone(), value_parser = parse_log_level, value_name = "LEVEL")]
     log_level: String,
 
     /// Also write log lines to standard error.
-    #[arg(long, env = "SOCKET_SERVER_LOG_STDERR", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "SOCKET_SERVER_LOG_STDERR", default_value_t = defaults().log_to_stderr, action = clap::ArgAction::Set, value_name = "BOOL")]
     log_stderr: bool,
 
     /// How often registered robots are pinged; a robot silent for 3 intervals is dead.
-    #[arg(long, env = "SOCKET_SERVER_PING_INTERVAL", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_PING_INTERVAL", default_value = shown!(format_duration(defaults().ping_interval)), value_parser = positive_duration, value_name = "DURATION")]
     ping_interval: Duration,
 
     /// Time zone of schedules that name none (IANA name). Default: the machine's zone, else UTC.
@@ -82,22 +101,22 @@ pub(crate) struct Cli {
     /// Several instances on PostgreSQL: how long an instance that stops renewing its lease (it
     /// died, or lost the database) still counts as alive; then another one takes over its
     /// robots' unconfirmed sendings.
-    #[arg(long, env = "SOCKET_SERVER_INSTANCE_LEASE", default_value = "15s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_INSTANCE_LEASE", default_value = shown!(format_duration(defaults().instance_lease)), value_parser = positive_duration, value_name = "DURATION")]
     instance_lease: Duration,
 
     /// Sendings of one job at most, the first included.
-    #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = defaults().max_delivery_attempts, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
     max_delivery_attempts: u32,
 
     /// How long an extended robot has to acknowledge a package before it is sent again.
-    #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = shown!(format_duration(defaults().ack_timeout)), value_parser = positive_duration, value_name = "DURATION")]
     ack_timeout: Duration,
 
     /// Daily log files older than this many days are deleted (0 keeps them all).
     #[arg(
         long,
         env = "SOCKET_SERVER_LOG_RETENTION_DAYS",
-        default_value_t = 30,
+        default_value_t = defaults().log_retention_days,
         value_name = "DAYS"
     )]
     log_retention_days: u32,
@@ -108,11 +127,11 @@ pub(crate) struct Cli {
     job_retention_days: Option<u32>,
 
     /// How often retention runs.
-    #[arg(long, env = "SOCKET_SERVER_RETENTION_INTERVAL", default_value = "1h", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_RETENTION_INTERVAL", default_value = shown!(format_duration(defaults().retention_interval)), value_parser = positive_duration, value_name = "DURATION")]
     retention_interval: Duration,
 
     /// Recurring schedules that fire more often than this are refused.
-    #[arg(long, env = "SOCKET_SERVER_MIN_SCHEDULE_INTERVAL", default_value = "1s", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_MIN_SCHEDULE_INTERVAL", default_value = shown!(format_duration(defaults().min_schedule_interval)), value_parser = duration, value_name = "DURATION")]
     min_schedule_interval: Duration,
 
     /// The largest the database may grow (e.g. 20GiB); beyond it triggers fail with 507 until
@@ -122,46 +141,46 @@ pub(crate) struct Cli {
 
     /// Flush each package file to disk (files are written right after the job's commit, by a
     /// background writer). Off, the OS flushes them; the jobs themselves are always flushed.
-    #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "SOCKET_SERVER_SYNC_PACKAGE_FILES", default_value_t = defaults().sync_package_files, action = clap::ArgAction::Set, value_name = "BOOL")]
     sync_package_files: bool,
 
     /// Largest WebSocket message a robot may send; larger closes the connection with 1009.
-    #[arg(long, env = "SOCKET_SERVER_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_MESSAGE_SIZE", default_value = shown!(format_size(defaults().limits.max_message)), value_parser = size, value_name = "SIZE")]
     max_message_size: usize,
 
     /// Largest single WebSocket frame a robot may send.
-    #[arg(long, env = "SOCKET_SERVER_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_FRAME_SIZE", default_value = shown!(format_size(defaults().limits.max_frame)), value_parser = size, value_name = "SIZE")]
     max_frame_size: usize,
 
     /// Bytes the WebSocket reads at a time (memory per idle robot grows with it, byte for byte).
-    #[arg(long, env = "SOCKET_SERVER_READ_BUFFER", default_value = "1KiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_READ_BUFFER", default_value = shown!(format_size(defaults().limits.read_buffer)), value_parser = size, value_name = "SIZE")]
     read_buffer: usize,
 
     /// Unsent bytes one robot connection may buffer before it counts as too slow.
-    #[arg(long, env = "SOCKET_SERVER_WRITE_BUFFER", default_value = "256KiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_WRITE_BUFFER", default_value = shown!(format_size(defaults().limits.write_buffer)), value_parser = size, value_name = "SIZE")]
     write_buffer: usize,
 
     /// How long one write to a robot may take before the robot counts as too slow.
-    #[arg(long, env = "SOCKET_SERVER_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_WRITE_TIMEOUT", default_value = shown!(format_duration(defaults().limits.write_timeout)), value_parser = positive_duration, value_name = "DURATION")]
     write_timeout: Duration,
 
     /// Frames queued for one robot before further sendings to it wait.
-    #[arg(long, env = "SOCKET_SERVER_OUTBOUND_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    #[arg(long, env = "SOCKET_SERVER_OUTBOUND_QUEUE", default_value_t = u32::try_from(defaults().limits.outbound_queue).unwrap_or(u32::MAX), value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
     outbound_queue: u32,
 
     /// Largest REST request body; larger is refused with 413.
-    #[arg(long, env = "SOCKET_SERVER_MAX_BODY", default_value = "1MiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_BODY", default_value = shown!(format_size(defaults().limits.max_body)), value_parser = size, value_name = "SIZE")]
     max_body: usize,
 
     /// Largest page a listing returns.
-    #[arg(long, env = "SOCKET_SERVER_MAX_PAGE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_PAGE", default_value_t = u32::try_from(defaults().limits.max_page).unwrap_or(u32::MAX), value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
     max_page: u32,
 
     /// Bad frames a robot may send within 10 s before it is disconnected with 1008.
     #[arg(
         long,
         env = "SOCKET_SERVER_BAD_FRAME_LIMIT",
-        default_value_t = 20,
+        default_value_t = defaults().limits.bad_frames,
         value_name = "N"
     )]
     bad_frame_limit: u32,
@@ -169,11 +188,11 @@ pub(crate) struct Cli {
     /// Frames a robot may send per second on average; beyond its burst the server stops reading
     /// from it until it may send again (TCP slows it down), and a robot held at its rate for 5 s
     /// is disconnected with 1008.
-    #[arg(long, env = "SOCKET_SERVER_ROBOT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, env = "SOCKET_SERVER_ROBOT_RATE", default_value_t = defaults().limits.robot_rate, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     robot_rate: u32,
 
     /// Frames a robot may send at once before the rate applies.
-    #[arg(long, env = "SOCKET_SERVER_ROBOT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, env = "SOCKET_SERVER_ROBOT_BURST", default_value_t = defaults().limits.robot_burst, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     robot_burst: u32,
 
     /// Open connections one source address may hold (0: unlimited). Robots behind a gateway
@@ -181,7 +200,7 @@ pub(crate) struct Cli {
     #[arg(
         long,
         env = "SOCKET_SERVER_MAX_CONNECTIONS_PER_IP",
-        default_value_t = 10_000,
+        default_value_t = defaults().limits.connections_per_ip,
         value_name = "N"
     )]
     max_connections_per_ip: usize,
@@ -219,7 +238,7 @@ pub(crate) struct Cli {
     allowed_origins: Vec<String>,
 
     /// Largest HTTP request head (request line and headers).
-    #[arg(long, env = "SOCKET_SERVER_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = size, value_name = "SIZE")]
+    #[arg(long, env = "SOCKET_SERVER_MAX_HEADER_SIZE", default_value = shown!(format_size(defaults().limits.max_header_bytes)), value_parser = size, value_name = "SIZE")]
     max_header_size: usize,
 
     /// Check that a server answers GET /healthz on --listen (127.0.0.1 when it listens on all
@@ -228,7 +247,7 @@ pub(crate) struct Cli {
     pub(crate) healthcheck: bool,
 
     /// How long a client may take to send its request head.
-    #[arg(long, env = "SOCKET_SERVER_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "SOCKET_SERVER_HEADER_TIMEOUT", default_value = shown!(format_duration(defaults().limits.header_timeout)), value_parser = positive_duration, value_name = "DURATION")]
     header_timeout: Duration,
 }
 
@@ -260,42 +279,39 @@ fn machine_zone() -> Tz {
         .unwrap_or(Tz::UTC)
 }
 
+/// `PORT` holds no port number.
+#[derive(Debug)]
+pub(crate) struct BadPort(String);
+
+impl std::fmt::Display for BadPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PORT: {:?} is not a port number", self.0)
+    }
+}
+
+impl std::error::Error for BadPort {}
+
+/// Tokens as written (a comma-separated environment variable may hold spaces around them).
+fn trimmed(tokens: Vec<String>) -> Vec<String> {
+    tokens.into_iter().map(|t| t.trim().to_owned()).collect()
+}
+
 impl Cli {
-    pub(crate) fn into_config(self) -> Result<Config, String> {
+    /// The settings the flags name, not yet validated ([`Config::validate`]).
+    pub(crate) fn into_config(self) -> Result<Config, BadPort> {
         let listen = match self.listen {
             Some(listen) => listen,
             None => match std::env::var("PORT") {
                 Ok(port) => {
-                    let port: u16 = port
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("PORT: {port:?} is not a port number"))?;
-                    SocketAddr::from(([0, 0, 0, 0], port))
+                    let number: u16 = port.trim().parse().map_err(|_| BadPort(port))?;
+                    SocketAddr::from((defaults().listen.ip(), number))
                 }
-                Err(_) => SocketAddr::from(([0, 0, 0, 0], 4000)),
+                Err(_) => defaults().listen,
             },
         };
-        if self.max_frame_size > self.max_message_size {
-            return Err("--max-frame-size: must not exceed --max-message-size".to_owned());
-        }
-        let tokens = |flag: &str, tokens: Vec<String>| -> Result<Vec<String>, String> {
-            let tokens: Vec<String> = tokens.into_iter().map(|t| t.trim().to_owned()).collect();
-            if tokens.iter().any(String::is_empty) {
-                return Err(format!("{flag}: a token must not be empty"));
-            }
-            if tokens
-                .iter()
-                .any(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
-            {
-                return Err(format!(
-                    "{flag}: a token must be printable ASCII without spaces"
-                ));
-            }
-            Ok(tokens)
-        };
-        let access = rpa_server::auth::Access {
-            api_tokens: tokens("--api-token", self.api_token)?,
-            robot_tokens: tokens("--robot-token", self.robot_token)?,
+        let access = Access {
+            api_tokens: trimmed(self.api_token),
+            robot_tokens: trimmed(self.robot_token),
             allowed_origins: self
                 .allowed_origins
                 .into_iter()
@@ -303,16 +319,6 @@ impl Cli {
                 .filter(|o| !o.is_empty())
                 .collect(),
         };
-        if self.max_database_size.is_some() && matches!(self.database, Database::Postgres(_)) {
-            return Err(
-                "--max-database-size: applies to SQLite only; on PostgreSQL, space is the \
-                 database server's to manage"
-                    .to_owned(),
-            );
-        }
-        if self.read_buffer < 256 {
-            return Err("--read-buffer: must be at least 256 bytes".to_owned());
-        }
         Ok(Config {
             listen,
             database: self.database,
@@ -351,5 +357,47 @@ impl Cli {
             },
             access,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+
+    /// The flags as they read with no flag given and no environment.
+    fn unset() -> Cli {
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.try_get_matches_from(["socket-server"]).unwrap();
+        Cli::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn unset_flags_are_the_config_defaults() {
+        let mut config = unset().into_config().unwrap();
+        let defaults = Config::default();
+        // The binary's own choices: the machine's zone, and PORT when it is set.
+        config.timezone = defaults.timezone;
+        if std::env::var_os("PORT").is_some() {
+            config.listen = defaults.listen;
+        }
+        assert_eq!(config, defaults);
+    }
+
+    #[test]
+    fn help_shows_the_defaults_as_they_are_written() {
+        let help = Cli::command().render_help().to_string();
+        for shown in [
+            "[default: sqlite://data/socket-server.db]",
+            "[default: 10s]",
+            "[default: 1h]",
+            "[default: 64KiB]",
+            "[default: 1KiB]",
+            "[default: 1MiB]",
+            "[default: packages]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from --help");
+        }
     }
 }

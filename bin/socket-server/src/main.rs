@@ -1,6 +1,6 @@
 //! `socket-server`: reads its settings (flags, environment, defaults), installs the log and the
 //! signal handlers, and runs the server. A setting that cannot work stops the start with one
-//! line naming it and exit code 2.
+//! line naming it and exit code 2: the error and its causes, `--flag: what: why`.
 
 mod cli;
 mod health;
@@ -10,6 +10,8 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use rpa_server::StartError;
+use rpa_server::logging::Chain;
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("socket-server: {message}");
@@ -38,6 +40,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(error),
     };
+    // Checked before the log folder is created: a bad flag leaves nothing behind.
+    if let Err(error) = config.validate() {
+        return fail(error);
+    }
     if healthcheck {
         return health::check(config.listen);
     }
@@ -45,7 +51,7 @@ fn main() -> ExitCode {
         match rpa_server::logging::logger(&config.log_dir, &config.log_level, config.log_to_stderr)
         {
             Ok(logger) => logger,
-            Err(error) => return fail(format_args!("--log-dir: {error}")),
+            Err(error) => return fail(Chain(&StartError::Log(error))),
         };
     log::set_max_level(logger.max_level);
     if log::set_boxed_logger(logger.log).is_err() {
@@ -71,8 +77,8 @@ async fn serve(config: rpa_server::Config) -> ExitCode {
     let server = match rpa_server::Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
-            log::error!("cannot start: {error}");
-            return fail(error);
+            log::error!("cannot start: {}", Chain(&error));
+            return fail(Chain(&error));
         }
     };
     match server.local_addr() {

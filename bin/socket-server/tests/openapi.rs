@@ -15,7 +15,7 @@ const ROBOT: &str = "001AFFDB45C2";
 const DOCUMENT: &str = include_str!("../../../crates/server/openapi.json");
 /// The module that holds the server's `ROUTES` table (it is crate-private, so it is read here
 /// as text).
-const ROUTES_SOURCE: &str = include_str!("../../../crates/server/src/rest/openapi.rs");
+const ROUTES_SOURCE: &str = include_str!("../../../crates/server/src/http/rest/openapi.rs");
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];

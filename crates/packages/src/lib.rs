@@ -7,9 +7,10 @@ mod path;
 mod trigger;
 
 pub use dir::PackageDir;
-pub use error::{PackagesError, Problem, ProblemKind, Problems};
+pub use error::PackagesError;
 pub use names::is_safe_package_name;
 pub use path::is_safe_path;
+pub use rpa_validation::{FieldError, FieldErrorKind, FieldErrors};
 pub use trigger::{Package, RobotRef, Trigger, validate_trigger};
 
 /// Largest serialized `Package` object, in bytes. The `_event` dialect delivers the package

@@ -2,10 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Problem, Problems};
 use crate::names::{check_package_name, exceeds_chars, is_forbidden_control};
 use crate::path::check_path;
 use crate::{MAX_PACKAGE_JSON_BYTES, MAX_ROBOT_FIELD_CHARS};
+use rpa_validation::{FieldError, FieldErrors};
 
 /// Largest WebSocket message a robot is sent (protocol limit).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -40,8 +40,8 @@ pub struct Package {
 impl Package {
     /// Checks `obj` by the same rules as the `Package` of [`validate_trigger`], for packages
     /// coming from elsewhere (such as the job store), so no unchecked name reaches a path.
-    pub fn from_object(obj: Map<String, Value>) -> Result<Package, Problems> {
-        let mut problems = Problems::new();
+    pub fn from_object(obj: Map<String, Value>) -> Result<Package, FieldErrors> {
+        let mut problems = FieldErrors::new();
         let json = check_package(&obj, &mut problems);
         match json {
             Some(json) if problems.is_empty() => Ok(Package { object: obj, json }),
@@ -98,14 +98,14 @@ pub struct RobotRef {
 }
 
 /// Validates a whole trigger document and reports every problem in it, in document order.
-pub fn validate_trigger(doc: &Value) -> Result<Trigger, Problems> {
+pub fn validate_trigger(doc: &Value) -> Result<Trigger, FieldErrors> {
     let Some(doc) = doc.as_object() else {
-        return Err(Problems(vec![Problem::invalid(
+        return Err(FieldErrors::from(FieldError::invalid(
             "",
             "The trigger must be a JSON object with Package, Robot and Schedule objects.",
-        )]));
+        )));
     };
-    let mut problems = Problems::new();
+    let mut problems = FieldErrors::new();
 
     let package = section(doc, "Package", &mut problems).and_then(|obj| {
         check_package(obj, &mut problems).map(|json| Package {
@@ -139,16 +139,16 @@ pub fn validate_trigger(doc: &Value) -> Result<Trigger, Problems> {
 fn section<'a>(
     doc: &'a Map<String, Value>,
     key: &str,
-    problems: &mut Problems,
+    problems: &mut FieldErrors,
 ) -> Option<&'a Map<String, Value>> {
     match doc.get(key) {
         None | Some(Value::Null) => {
-            problems.push(Problem::missing(key, "This object is required."));
+            problems.push(FieldError::missing(key, "This object is required."));
             None
         }
         Some(Value::Object(obj)) => Some(obj),
         Some(_) => {
-            problems.push(Problem::invalid(key, "Must be a JSON object."));
+            problems.push(FieldError::invalid(key, "Must be a JSON object."));
             None
         }
     }
@@ -160,34 +160,34 @@ fn required_str<'a>(
     obj: &'a Map<String, Value>,
     field: &str,
     key: &str,
-    problems: &mut Problems,
+    problems: &mut FieldErrors,
 ) -> Option<&'a str> {
     match obj.get(key) {
         None | Some(Value::Null) => {
-            problems.push(Problem::missing(field, "This field is required."));
+            problems.push(FieldError::missing(field, "This field is required."));
             None
         }
         Some(Value::String(s)) if s.is_empty() => {
-            problems.push(Problem::missing(field, "This field is required."));
+            problems.push(FieldError::missing(field, "This field is required."));
             None
         }
         Some(Value::String(s)) => Some(s),
         Some(_) => {
-            problems.push(Problem::invalid(field, "Must be a string."));
+            problems.push(FieldError::invalid(field, "Must be a string."));
             None
         }
     }
 }
 
 /// Checks a `Package` object; on success (no problem pushed) returns its compact JSON.
-fn check_package(obj: &Map<String, Value>, problems: &mut Problems) -> Option<String> {
+fn check_package(obj: &Map<String, Value>, problems: &mut FieldErrors) -> Option<String> {
     let before = problems.len();
 
     let name_field = "Package.package_name";
     if let Some(name) = required_str(obj, name_field, "package_name", problems)
         && let Err(why) = check_package_name(name)
     {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             name_field,
             format!("Must be a safe file name: it {why}"),
         ));
@@ -196,13 +196,13 @@ fn check_package(obj: &Map<String, Value>, problems: &mut Problems) -> Option<St
     if let Some(path) = required_str(obj, path_field, "path", problems)
         && let Err(why) = check_path(path)
     {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             path_field,
             format!("Must be a URL or a safe relative path: it {why}"),
         ));
     }
     if obj.contains_key(JOB_ID_KEY) {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             "Package.job_id",
             "This key is reserved: the server adds job_id.",
         ));
@@ -213,19 +213,22 @@ fn check_package(obj: &Map<String, Value>, problems: &mut Problems) -> Option<St
         Err(_) => {
             // Unreachable for a parsed document (string keys, finite numbers); kept as a
             // problem rather than a panic because the map may come from a caller.
-            problems.push(Problem::invalid("Package", "Cannot be serialized as JSON."));
+            problems.push(FieldError::invalid(
+                "Package",
+                "Cannot be serialized as JSON.",
+            ));
             return None;
         }
     };
     if json.len() > MAX_PACKAGE_JSON_BYTES {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             "Package",
             format!("Must serialize to at most {MAX_PACKAGE_JSON_BYTES} bytes of JSON."),
         ));
     } else if escaped_len(&json) + NOTIFICATION_OVERHEAD > MAX_MESSAGE_BYTES {
         // Only reachable when most of the bytes are quotes or backslashes, which double
         // when the `_event` dialect sends the package as a JSON string.
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             "Package",
             "Is too large to deliver to a robot in one 64 KiB message once escaped.",
         ));
@@ -243,19 +246,19 @@ fn escaped_len(json: &str) -> usize {
 fn robot_field<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
-    problems: &mut Problems,
+    problems: &mut FieldErrors,
 ) -> Option<&'a str> {
     let field = format!("Robot.{key}");
     let value = required_str(obj, &field, key, problems)?;
     if exceeds_chars(value, MAX_ROBOT_FIELD_CHARS) {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             field,
             format!("Must be at most {MAX_ROBOT_FIELD_CHARS} characters."),
         ));
         return None;
     }
     if value.chars().any(is_forbidden_control) {
-        problems.push(Problem::invalid(
+        problems.push(FieldError::invalid(
             field,
             "Must not contain control characters or line separators.",
         ));

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::ProblemKind::{self, Invalid, Missing};
+use crate::FieldErrorKind::{self, Invalid, Missing};
 use crate::{MAX_NAME_CHARS, MAX_PATH_CHARS};
 
 fn seed() -> Value {
@@ -33,7 +33,7 @@ fn with(pointer: &str, value: Option<Value>) -> Value {
     doc
 }
 
-fn problems_of(doc: &Value) -> Vec<(String, ProblemKind)> {
+fn problems_of(doc: &Value) -> Vec<(String, FieldErrorKind)> {
     match validate_trigger(doc) {
         Ok(_) => Vec::new(),
         Err(problems) => {
@@ -82,7 +82,7 @@ fn one_problem_per_rule() {
     const ADDRESS: &str = "/Robot/robot_address";
     // (where, replacement or None to remove it, expected kind); the problem's field is the
     // pointer written with dots.
-    let cases: Vec<(&str, Option<Value>, ProblemKind)> = vec![
+    let cases: Vec<(&str, Option<Value>, FieldErrorKind)> = vec![
         ("Package", None, Missing),
         ("Package", Some(Value::Null), Missing),
         ("Package", Some(json!("x")), Invalid),
@@ -284,7 +284,7 @@ fn from_object_applies_the_same_rules() {
     bad.insert("job_id".to_owned(), json!(3));
     bad.remove("path");
     let problems = Package::from_object(bad).unwrap_err();
-    let got: Vec<(&str, ProblemKind)> = problems
+    let got: Vec<(&str, FieldErrorKind)> = problems
         .iter()
         .map(|p| (p.field.as_str(), p.kind))
         .collect();

@@ -1,74 +1,8 @@
-//! Error types: one problem per request field, and the cron-specific reasons.
+//! The cron-specific reasons a schedule is refused. Problems with request fields are
+//! rpa-validation's [`FieldError`]s.
 
 use chrono::TimeDelta;
-
-/// One problem with one field of a trigger's `Schedule` object.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ScheduleError {
-    /// The field at fault, as the client wrote it: `"Schedule.date"`, `"Schedule.cron"`, or
-    /// `"Schedule"` when the whole object is at fault.
-    pub field: String,
-    /// True when the field is absent (or empty) but required.
-    pub missing: bool,
-    /// One human sentence saying why, e.g. `"31 February does not exist"`.
-    pub message: String,
-}
-
-impl ScheduleError {
-    /// A required field is absent or empty.
-    pub fn missing(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            missing: true,
-            message: message.into(),
-        }
-    }
-
-    /// A field is present but its value is not acceptable.
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            missing: false,
-            message: message.into(),
-        }
-    }
-}
-
-/// Every problem found in a `Schedule` object. Never empty when returned as `Err`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid schedule: {}", join_errors(.0))]
-pub struct ScheduleErrors(pub Vec<ScheduleError>);
-
-impl ScheduleErrors {
-    /// The problems, in the order they were found.
-    pub fn iter(&self) -> std::slice::Iter<'_, ScheduleError> {
-        self.0.iter()
-    }
-}
-
-impl From<ScheduleError> for ScheduleErrors {
-    fn from(error: ScheduleError) -> Self {
-        Self(vec![error])
-    }
-}
-
-impl<'a> IntoIterator for &'a ScheduleErrors {
-    type Item = &'a ScheduleError;
-    type IntoIter = std::slice::Iter<'a, ScheduleError>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-fn join_errors(errors: &[ScheduleError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+use rpa_validation::FieldError;
 
 /// Why a cron expression (with its bounds) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,13 +43,13 @@ impl CronError {
     }
 }
 
-impl From<CronError> for ScheduleError {
+impl From<CronError> for FieldError {
     fn from(error: CronError) -> Self {
         let message = match &error {
             CronError::BadBounds { reason } => reason.clone(),
             other => other.to_string(),
         };
-        ScheduleError::invalid(error.field(), message)
+        FieldError::invalid(error.field(), message)
     }
 }
 
@@ -153,28 +87,15 @@ mod tests {
     }
 
     #[test]
-    fn errors_display_every_problem() {
-        let errors = ScheduleErrors(vec![
-            ScheduleError::invalid("Schedule.date", "31 February does not exist"),
-            ScheduleError::missing("Schedule.time", "Schedule.time is required"),
-        ]);
-        assert_eq!(
-            errors.to_string(),
-            "invalid schedule: Schedule.date: 31 February does not exist; \
-             Schedule.time: Schedule.time is required"
-        );
-    }
-
-    #[test]
     fn cron_errors_map_to_fields() {
-        let bounds: ScheduleError = CronError::BadBounds {
+        let bounds: FieldError = CronError::BadBounds {
             reason: "end is before start".into(),
         }
         .into();
         assert_eq!(bounds.field, "Schedule.end");
         assert_eq!(bounds.message, "end is before start");
-        let never: ScheduleError = CronError::NeverFires.into();
+        let never: FieldError = CronError::NeverFires.into();
         assert_eq!(never.field, "Schedule.cron");
-        assert!(!never.missing);
+        assert!(!never.is_missing());
     }
 }

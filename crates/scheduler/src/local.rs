@@ -2,17 +2,16 @@
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::{GapInfo, Tz};
-
-use crate::error::ScheduleError;
+use rpa_validation::FieldError;
 
 /// Reads an IANA zone name (`"Europe/Berlin"`, `"UTC"`). The exact spelling is tried first;
 /// a name that differs only in ASCII case (`"europe/berlin"`) resolves to the same zone.
 /// Surrounding whitespace is ignored. Errors are reported on `Schedule.timezone`.
-pub fn parse_zone(name: &str) -> Result<Tz, ScheduleError> {
+pub fn parse_zone(name: &str) -> Result<Tz, FieldError> {
     const FIELD: &str = "Schedule.timezone";
     let name = name.trim();
     if name.is_empty() {
-        return Err(ScheduleError::missing(FIELD, "the time zone name is empty"));
+        return Err(FieldError::missing(FIELD, "the time zone name is empty"));
     }
     if let Ok(zone) = name.parse::<Tz>() {
         return Ok(zone);
@@ -22,7 +21,7 @@ pub fn parse_zone(name: &str) -> Result<Tz, ScheduleError> {
         .copied()
         .find(|zone| zone.name().eq_ignore_ascii_case(name))
         .ok_or_else(|| {
-            ScheduleError::invalid(
+            FieldError::invalid(
                 FIELD,
                 format!(
                     "`{name}` is not a known time zone: use an IANA name such as Europe/Berlin \
@@ -96,7 +95,7 @@ mod tests {
         let error = parse_zone("Europe/Berln").unwrap_err();
         assert_eq!(error.field, "Schedule.timezone");
         assert!(error.message.contains("Europe/Berln"));
-        assert!(parse_zone("").unwrap_err().missing);
+        assert!(parse_zone("").unwrap_err().is_missing());
         assert!(parse_zone("CEST").is_err());
     }
 

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
+use rpa_validation::{FieldError, FieldErrors};
 use serde_json::{Map, Value};
 
-use crate::error::{ScheduleError, ScheduleErrors};
 use crate::local::parse_zone;
 use crate::once::{
     OnceSchedule, not_in_past, parse_date, parse_instant, parse_time, past_message,
@@ -89,7 +89,7 @@ fn field(key: &str) -> String {
 pub fn parse_schedule(
     schedule: &Map<String, Value>,
     ctx: &ScheduleContext,
-) -> Result<ScheduleRequest, ScheduleErrors> {
+) -> Result<ScheduleRequest, FieldErrors> {
     let mut errors = Vec::new();
     let slots = read_slots(schedule, &mut errors);
 
@@ -117,7 +117,7 @@ pub fn parse_schedule(
         .map(|(_, key)| *key);
     let first = given.next();
     for extra in given {
-        errors.push(ScheduleError::invalid(
+        errors.push(FieldError::invalid(
             field(extra),
             format!(
                 "`{extra}` cannot be combined with `{}`: give exactly one of date + time, at, \
@@ -129,7 +129,7 @@ pub fn parse_schedule(
     if first != Some("cron") {
         for key in ["start", "end"] {
             if slots.get(key).present() {
-                errors.push(ScheduleError::invalid(
+                errors.push(FieldError::invalid(
                     field(key),
                     format!("`{key}` only applies to a `cron` schedule"),
                 ));
@@ -139,7 +139,7 @@ pub fn parse_schedule(
 
     let request = match first {
         None => {
-            errors.push(ScheduleError::missing(
+            errors.push(FieldError::missing(
                 "Schedule",
                 "no schedule given: give date + time, at, or cron",
             ));
@@ -152,13 +152,13 @@ pub fn parse_schedule(
     match request {
         Some(request) if errors.is_empty() => Ok(request),
         _ if errors.is_empty() => {
-            Err(ScheduleError::invalid("Schedule", "the schedule could not be read").into())
+            Err(FieldError::invalid("Schedule", "the schedule could not be read").into())
         }
-        _ => Err(ScheduleErrors(errors)),
+        _ => Err(FieldErrors::from(errors)),
     }
 }
 
-fn read_slots<'a>(schedule: &'a Map<String, Value>, errors: &mut Vec<ScheduleError>) -> Slots<'a> {
+fn read_slots<'a>(schedule: &'a Map<String, Value>, errors: &mut Vec<FieldError>) -> Slots<'a> {
     let mut slots = Slots([Slot::Absent; 7]);
     for (key, value) in schedule {
         let Some(index) = KEYS.iter().position(|known| known == key) else {
@@ -170,7 +170,7 @@ fn read_slots<'a>(schedule: &'a Map<String, Value>, errors: &mut Vec<ScheduleErr
             Value::String(text) if text.trim().is_empty() => Slot::Absent,
             Value::String(text) => Slot::Text(text),
             other => {
-                errors.push(ScheduleError::invalid(
+                errors.push(FieldError::invalid(
                     field(key),
                     format!("must be a string, not {}", json_kind(other)),
                 ));
@@ -181,13 +181,13 @@ fn read_slots<'a>(schedule: &'a Map<String, Value>, errors: &mut Vec<ScheduleErr
     slots
 }
 
-fn unknown_key(key: &str) -> ScheduleError {
+fn unknown_key(key: &str) -> FieldError {
     let hint = KEYS
         .iter()
         .find(|known| known.eq_ignore_ascii_case(key.trim()))
         .map(|known| format!(" (did you mean `{known}`?)"))
         .unwrap_or_default();
-    ScheduleError::invalid(
+    FieldError::invalid(
         field(key),
         format!(
             "unknown key `{key}`{hint}; the accepted keys are {}",
@@ -211,12 +211,12 @@ fn once_date_time(
     slots: &Slots<'_>,
     zone: Option<Tz>,
     ctx: &ScheduleContext,
-    errors: &mut Vec<ScheduleError>,
+    errors: &mut Vec<FieldError>,
 ) -> Option<ScheduleRequest> {
     let mut required = |key: &str, other: &str| {
         let slot = slots.get(key);
         if !slot.present() {
-            errors.push(ScheduleError::missing(
+            errors.push(FieldError::missing(
                 field(key),
                 format!("`{key}` is required with `{other}`"),
             ));
@@ -227,18 +227,18 @@ fn once_date_time(
     let time_text = required("time", "date");
     let date = date_text.and_then(|text| {
         parse_date(text)
-            .map_err(|message| errors.push(ScheduleError::invalid(field("date"), message)))
+            .map_err(|message| errors.push(FieldError::invalid(field("date"), message)))
             .ok()
     });
     let time = time_text.and_then(|text| {
         parse_time(text)
-            .map_err(|message| errors.push(ScheduleError::invalid(field("time"), message)))
+            .map_err(|message| errors.push(FieldError::invalid(field("time"), message)))
             .ok()
     });
     let (date, time, zone) = (date?, time?, zone?);
     schedule_date_time(date, time, zone, ctx)
         .map(ScheduleRequest::Once)
-        .map_err(|message| errors.push(ScheduleError::invalid(field("date"), message)))
+        .map_err(|message| errors.push(FieldError::invalid(field("date"), message)))
         .ok()
 }
 
@@ -246,14 +246,14 @@ fn once_at(
     slots: &Slots<'_>,
     zone: Option<Tz>,
     ctx: &ScheduleContext,
-    errors: &mut Vec<ScheduleError>,
+    errors: &mut Vec<FieldError>,
 ) -> Option<ScheduleRequest> {
     let text = slots.get("at").text()?;
     let instant = parse_instant(text)
-        .map_err(|message| errors.push(ScheduleError::invalid(field("at"), message)))
+        .map_err(|message| errors.push(FieldError::invalid(field("at"), message)))
         .ok()?;
     let Some((run_at, clamped_to_now)) = not_in_past(instant, ctx) else {
-        errors.push(ScheduleError::invalid(
+        errors.push(FieldError::invalid(
             field("at"),
             past_message(&format!("`{}`", text.trim()), ctx),
         ));
@@ -270,12 +270,12 @@ fn recurring(
     slots: &Slots<'_>,
     zone: Option<Tz>,
     ctx: &ScheduleContext,
-    errors: &mut Vec<ScheduleError>,
+    errors: &mut Vec<FieldError>,
 ) -> Option<ScheduleRequest> {
     let mut bound = |key: &str| match slots.get(key).text() {
         Some(text) => parse_instant(text)
             .map(Some)
-            .map_err(|message| errors.push(ScheduleError::invalid(field(key), message))),
+            .map_err(|message| errors.push(FieldError::invalid(field(key), message))),
         None if slots.get(key).present() => Err(()),
         None => Ok(None),
     };

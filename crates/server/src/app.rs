@@ -6,18 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use rpa_packages::PackageDir;
+use rpa_packages::{PackageDir, PackagesError};
 use rpa_registry::Registry;
 use rpa_scheduler::{DueLoop, DueLoopConfig, Heartbeat, SystemClock};
-use rpa_store::{DeliveryPolicy, Store, StoreConfig};
+use rpa_store::{DeliveryPolicy, Store, StoreConfig, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::Db;
-use crate::dispatch::{self, Dispatcher};
-use crate::metrics::Metrics;
+use crate::http::metrics::Metrics;
+use crate::logging::LoggingError;
+use crate::tasks::dispatch::{self, Dispatcher};
 
 /// What every part of the server shares.
 pub(crate) struct App {
@@ -29,7 +30,7 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) heartbeat: Heartbeat,
     pub(crate) connections: Arc<Tracker>,
-    pub(crate) package_files: Arc<crate::package_files::PackageFiles>,
+    pub(crate) package_files: Arc<crate::tasks::package_files::PackageFiles>,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -66,20 +67,47 @@ impl Drop for Tracked {
     }
 }
 
-/// A setting that made the start fail, and why.
+/// Why the server could not start. Its text names the setting at fault by its flag
+/// ([`StartError::setting`]); the cause, when there is one, is its
+/// [`source`](std::error::Error::source). [`crate::logging::Chain`] puts both on one line:
+/// `--database: cannot open the database at ...: ...`.
 #[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct StartError {
-    /// The flag of the setting at fault, e.g. `--listen`.
-    pub setting: &'static str,
-    pub message: String,
+#[non_exhaustive]
+pub enum StartError {
+    /// Settings that cannot work ([`Config::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The packages folder cannot be created or written.
+    #[error("--packages-dir")]
+    PackagesDir(#[source] PackagesError),
+    /// The database cannot be opened, or the last run's state cannot be put in order.
+    #[error("--database")]
+    Database(#[source] StoreError),
+    /// The start-up work on the database did not finish (it panicked).
+    #[error("--database")]
+    DatabaseTask(#[source] tokio::task::JoinError),
+    /// The address cannot be listened on (in use, not this machine's, not permitted).
+    #[error("--listen: cannot listen on {address}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log cannot be set up. The binary sets it up before the server starts (a library
+    /// installs no logger); it reports that failure as this.
+    #[error("{}", .0.setting())]
+    Log(#[from] LoggingError),
 }
 
 impl StartError {
-    fn new(setting: &'static str, message: impl ToString) -> StartError {
-        StartError {
-            setting,
-            message: message.to_string(),
+    /// The flag of the setting at fault, e.g. `--listen`.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            StartError::Config(error) => error.setting(),
+            StartError::PackagesDir(_) => "--packages-dir",
+            StartError::Database(_) | StartError::DatabaseTask(_) => "--database",
+            StartError::Listen { .. } => "--listen",
+            StartError::Log(error) => error.setting(),
         }
     }
 }
@@ -103,16 +131,17 @@ impl Server {
     /// the port. Every robot is offline and every pending job back under the scheduler before
     /// the port opens.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
         let packages = PackageDir::open(&config.packages_dir)
-            .map_err(|error| StartError::new("--packages-dir", error))?
+            .map_err(StartError::PackagesDir)?
             .with_sync(config.sync_package_files);
         let mut store_config = StoreConfig::at(config.database.clone());
         store_config.max_size = config.max_database_size;
-        store_config.instance = crate::instance::new_id();
+        store_config.instance = crate::tasks::instance::new_id();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
             .await
-            .map_err(|error| StartError::new("--database", error))?
-            .map_err(|error| StartError::new("--database", error))?;
+            .map_err(StartError::DatabaseTask)?
+            .map_err(StartError::Database)?;
         let policy = DeliveryPolicy {
             max_attempts: i32::try_from(config.max_delivery_attempts).unwrap_or(i32::MAX),
             ack_timeout: delta(config.ack_timeout),
@@ -122,14 +151,14 @@ impl Server {
         let recovery_store = store.clone();
         let (lease, description) = (
             config.instance_lease,
-            crate::instance::describe(config.listen),
+            crate::tasks::instance::describe(config.listen),
         );
         let started = tokio::task::spawn_blocking(move || {
-            crate::instance::start(&recovery_store, policy, lease, description)
+            crate::tasks::instance::start(&recovery_store, policy, lease, description)
         })
         .await
-        .map_err(|error| StartError::new("--database", error))?
-        .map_err(|error| StartError::new("--database", error))?;
+        .map_err(StartError::DatabaseTask)?
+        .map_err(StartError::Database)?;
         log::info!(
             "database {} open as instance {}{}: {} robots marked offline, {} interrupted sendings to resend",
             config.database,
@@ -139,17 +168,15 @@ impl Server {
             started.resent
         );
 
-        let listener = listen(config.listen).map_err(|error| {
-            StartError::new(
-                "--listen",
-                format!("cannot listen on {}: {error}", config.listen),
-            )
+        let listener = listen(config.listen).map_err(|source| StartError::Listen {
+            address: config.listen,
+            source,
         })?;
 
         let db = Db::new(store);
         let registry = Arc::new(Registry::new(config.limits.outbound_queue));
         let metrics = Arc::new(Metrics::default());
-        let package_files = Arc::new(crate::package_files::PackageFiles::default());
+        let package_files = Arc::new(crate::tasks::package_files::PackageFiles::default());
         let (dispatcher, written) = Dispatcher::new(
             db.clone(),
             Arc::clone(&package_files),
@@ -160,8 +187,8 @@ impl Server {
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
         dispatcher.set_wakeup(wakeup);
-        let hand_offs = crate::instance::listen(db.store(), &dispatcher)
-            .map_err(|error| StartError::new("--database", error))?;
+        let hand_offs = crate::tasks::instance::listen(db.store(), &dispatcher)
+            .map_err(StartError::Database)?;
         let app = Arc::new(App {
             config,
             db,
@@ -173,7 +200,7 @@ impl Server {
             connections: Arc::new(Tracker::default()),
             package_files,
         });
-        let rest = crate::rest::routes(Arc::clone(&app));
+        let rest = crate::http::rest::routes(Arc::clone(&app));
         Ok(Server {
             app,
             rest,
@@ -206,15 +233,21 @@ impl Server {
             written,
             stopped.clone(),
         ));
-        let retention = tokio::spawn(crate::retention::run(Arc::clone(&app), stopped.clone()));
-        let lease = tokio::spawn(crate::instance::run(Arc::clone(&app), stopped.clone()));
-        let package_files = tokio::spawn(crate::package_files::run(
+        let retention = tokio::spawn(crate::tasks::retention::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
+        let lease = tokio::spawn(crate::tasks::instance::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
+        let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),
             app.packages.clone(),
             stopped.clone(),
         ));
-        let accept = tokio::spawn(crate::listener::serve(
+        let accept = tokio::spawn(crate::http::listener::serve(
             Arc::clone(&app),
             listener,
             rest,
@@ -225,7 +258,7 @@ impl Server {
         log::info!("shutting down: no new connections; closing robot connections");
         let _ = stop.send(true);
         for session in app.registry.connections() {
-            session.close(crate::ws::CLOSE_GOING_AWAY, "server shutting down");
+            session.close(crate::http::ws::CLOSE_GOING_AWAY, "server shutting down");
         }
         if tokio::time::timeout(CLOSE_GRACE, app.connections.idle())
             .await
@@ -276,4 +309,68 @@ fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 pub(crate) fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::logging::Chain;
+
+    fn config_in(dir: &std::path::Path) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: crate::Database::Sqlite(dir.join("data/test.db")),
+            packages_dir: dir.join("packages"),
+            log_dir: dir.join("logs"),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_that_cannot_work_stop_the_start_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        config.access.api_tokens = vec![String::new()];
+        let Err(error) = Server::start(config).await else {
+            panic!("started with an empty token");
+        };
+        assert!(matches!(error, StartError::Config(_)), "{error:?}");
+        assert_eq!(error.setting(), "--api-token");
+        assert_eq!(
+            Chain(&error).to_string(),
+            "--api-token: a token must not be empty"
+        );
+        assert!(!dir.path().join("packages").exists());
+        assert!(!dir.path().join("data").exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_names_the_setting_and_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+
+        let mut config = config_in(dir.path());
+        config.packages_dir = file.clone();
+        let Err(error) = Server::start(config).await else {
+            panic!("started with a file as its packages folder");
+        };
+        assert_eq!(error.setting(), "--packages-dir");
+        assert!(error.source().is_some());
+        let line = Chain(&error).to_string();
+        assert!(line.starts_with("--packages-dir: "), "{line}");
+        assert_eq!(line.lines().count(), 1);
+
+        let mut config = config_in(dir.path());
+        config.database = crate::Database::Sqlite(file.join("x.db"));
+        let Err(error) = Server::start(config).await else {
+            panic!("opened a database below a file");
+        };
+        assert!(matches!(error, StartError::Database(_)), "{error:?}");
+        let line = Chain(&error).to_string();
+        assert!(line.starts_with("--database: "), "{line}");
+        assert!(line.len() > "--database: ".len());
+    }
 }

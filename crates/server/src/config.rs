@@ -1,5 +1,10 @@
-//! The server's settings, parsed once by the binary and passed down. Every field has a default
-//! (see [`Config::default`]) that serves a fresh checkout.
+//! The server's settings, parsed once by the binary and passed down.
+//!
+//! [`Config::default`] is the one place defaults live: a fresh checkout runs on them, and the
+//! binary's flags show and use them. [`Config::validate`] holds the checks that no single
+//! setting can make on its own; [`crate::Server::start`] runs it, so an embedding service gets
+//! them too. The `parse_*` functions read settings written as text (flags, environment) and
+//! the `format_*` functions write them back the same way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +73,19 @@ impl Default for Limits {
     }
 }
 
+/// Who may call what. Tokens are compared in constant time and never logged (see
+/// `http::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Tokens accepted on the API and the old routes; none: the API is open. Several may be
+    /// valid at once, so a token can be replaced without downtime.
+    pub api_tokens: Vec<String>,
+    /// Tokens accepted on the robot WebSocket upgrade; none: robots need none.
+    pub robot_tokens: Vec<String>,
+    /// Browser origins allowed; none: any origin.
+    pub allowed_origins: Vec<String>,
+}
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -75,7 +93,7 @@ pub struct Config {
     pub database: Database,
     pub packages_dir: PathBuf,
     pub log_dir: PathBuf,
-    /// `info`, or directives such as `info,rpa_server::ws=debug`.
+    /// `info`, or directives such as `info,rpa_server::http::ws=debug`.
     pub log_level: String,
     /// Whether log lines also go to standard error.
     pub log_to_stderr: bool,
@@ -109,7 +127,7 @@ pub struct Config {
     /// again what it had claimed but not confirmed.
     pub instance_lease: Duration,
     pub limits: Limits,
-    pub access: crate::auth::Access,
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -134,15 +152,188 @@ impl Default for Config {
             sync_package_files: false,
             instance_lease: Duration::from_secs(15),
             limits: Limits::default(),
-            access: crate::auth::Access::default(),
+            access: Access::default(),
         }
     }
 }
 
-/// A setting that cannot be read, with the reason.
+/// Smallest `read_buffer`: tungstenite needs room for a frame header and some payload.
+const MIN_READ_BUFFER: usize = 256;
+
+impl Config {
+    /// Checks what no single setting can: settings that contradict each other, tokens that
+    /// could never be presented, and values the server cannot run with (a zero interval, a
+    /// count out of its range). The binary's flags refuse most of these as they are read;
+    /// [`crate::Server::start`] checks again for an embedding service.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if limits.max_frame > limits.max_message {
+            return Err(ConfigError::FrameExceedsMessage);
+        }
+        check_tokens("--api-token", &self.access.api_tokens)?;
+        check_tokens("--robot-token", &self.access.robot_tokens)?;
+        if self.max_database_size.is_some() && matches!(self.database, Database::Postgres(_)) {
+            return Err(ConfigError::SqliteOnly {
+                setting: "--max-database-size",
+            });
+        }
+        if limits.read_buffer < MIN_READ_BUFFER {
+            return Err(ConfigError::TooSmall {
+                setting: "--read-buffer",
+                min: MIN_READ_BUFFER,
+            });
+        }
+        if !self.database.supported() {
+            return Err(ConfigError::Database(SettingError::NoPostgresBackend));
+        }
+        for (setting, duration) in [
+            ("--ping-interval", self.ping_interval),
+            ("--instance-lease", self.instance_lease),
+            ("--ack-timeout", self.ack_timeout),
+            ("--retention-interval", self.retention_interval),
+            ("--write-timeout", limits.write_timeout),
+            ("--header-timeout", limits.header_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(ConfigError::Zero { setting });
+            }
+        }
+        for (setting, value, min, max) in [
+            (
+                "--max-delivery-attempts",
+                u64::from(self.max_delivery_attempts),
+                1,
+                100,
+            ),
+            (
+                "--outbound-queue",
+                as_u64(limits.outbound_queue),
+                1,
+                100_000,
+            ),
+            ("--max-page", as_u64(limits.max_page), 1, 10_000),
+            (
+                "--robot-rate",
+                u64::from(limits.robot_rate),
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
+                "--robot-burst",
+                u64::from(limits.robot_burst),
+                1,
+                u64::from(u32::MAX),
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange { setting, min, max });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn as_u64(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// Tokens are sent in a header: they must not be empty, and only printable ASCII without
+/// spaces survives every client and proxy unchanged.
+fn check_tokens(setting: &'static str, tokens: &[String]) -> Result<(), ConfigError> {
+    if tokens.iter().any(String::is_empty) {
+        return Err(ConfigError::EmptyToken { setting });
+    }
+    if tokens
+        .iter()
+        .any(|token| !token.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ConfigError::UnprintableToken { setting });
+    }
+    Ok(())
+}
+
+/// A [`Config`] the server cannot run with. The text names the setting by its flag, as the
+/// operator wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SettingError(pub String);
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("--max-frame-size: must not exceed --max-message-size")]
+    FrameExceedsMessage,
+    #[error("{setting}: a token must not be empty")]
+    EmptyToken { setting: &'static str },
+    #[error("{setting}: a token must be printable ASCII without spaces")]
+    UnprintableToken { setting: &'static str },
+    #[error(
+        "{setting}: applies to SQLite only; on PostgreSQL, space is the database server's to \
+         manage"
+    )]
+    SqliteOnly { setting: &'static str },
+    #[error("{setting}: must be at least {min} bytes")]
+    TooSmall { setting: &'static str, min: usize },
+    #[error("{setting}: must be more than zero")]
+    Zero { setting: &'static str },
+    #[error("{setting}: must be from {min} to {max}")]
+    OutOfRange {
+        setting: &'static str,
+        min: u64,
+        max: u64,
+    },
+    /// A database this build cannot open.
+    #[error("--database: {0}")]
+    Database(SettingError),
+}
+
+impl ConfigError {
+    /// The flag of the setting at fault, e.g. `--read-buffer`.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            ConfigError::FrameExceedsMessage => "--max-frame-size",
+            ConfigError::EmptyToken { setting }
+            | ConfigError::UnprintableToken { setting }
+            | ConfigError::SqliteOnly { setting }
+            | ConfigError::TooSmall { setting, .. }
+            | ConfigError::Zero { setting }
+            | ConfigError::OutOfRange { setting, .. } => setting,
+            ConfigError::Database(_) => "--database",
+        }
+    }
+}
+
+/// A setting written as text that cannot be read, and why. The text does not name the
+/// setting: whoever read it does (clap: `invalid value 'x' for '--flag'`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingError {
+    #[error("{text:?} is not a duration (try 10s, 500ms, 2m)")]
+    NotADuration { text: String },
+    #[error("unknown duration unit {unit:?} in {text:?} (use ms, s, m, h or d)")]
+    DurationUnit { unit: String, text: String },
+    #[error("{text:?} is out of range")]
+    DurationOutOfRange { text: String },
+    #[error("must be more than zero")]
+    Zero,
+    #[error("{text:?} is not a size (try 64KiB, 1MiB)")]
+    NotASize { text: String },
+    #[error("unknown size unit {unit:?} in {text:?} (use B, KiB, MiB or GiB)")]
+    SizeUnit { unit: String, text: String },
+    #[error("{text:?} is too large")]
+    SizeTooLarge { text: String },
+    #[error("the database location is empty")]
+    EmptyDatabase,
+    #[error(
+        "this build has no PostgreSQL backend; build it with `cargo build --release --features \
+         postgres` (see the README), or use sqlite://PATH"
+    )]
+    NoPostgresBackend,
+    #[error("{text:?} names no file (an in-memory database would lose every job)")]
+    NoDatabaseFile { text: String },
+    #[error("unknown database scheme {scheme:?}; use sqlite://PATH or postgres://...")]
+    DatabaseScheme { scheme: String },
+    #[error("{text:?} is not an IANA time zone (e.g. Europe/Berlin)")]
+    TimeZone { text: String },
+    #[error("{level:?} is not a log level (error, warn, info, debug, trace or off)")]
+    LogLevel { level: String },
+}
 
 /// Reads a duration such as `10s`, `250ms`, `2m`, `1h`, `1d`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, SettingError> {
@@ -151,9 +342,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, SettingError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| SettingError(format!("{text:?} is not a duration (try 10s, 500ms, 2m)")))?;
+    let value: f64 = number.parse().map_err(|_| SettingError::NotADuration {
+        text: text.to_owned(),
+    })?;
     let scale = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 0.001,
@@ -161,16 +352,39 @@ pub fn parse_duration(text: &str) -> Result<Duration, SettingError> {
         "h" => 3600.0,
         "d" => 86_400.0,
         other => {
-            return Err(SettingError(format!(
-                "unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
-            )));
+            return Err(SettingError::DurationUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            });
         }
     };
     let seconds = value * scale;
     if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
-        return Err(SettingError(format!("{text:?} is out of range")));
+        return Err(SettingError::DurationOutOfRange {
+            text: text.to_owned(),
+        });
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Writes a duration as [`parse_duration`] reads it, in the largest unit that holds it whole:
+/// `10s`, `1h`, `250ms`, `1d`. Below a millisecond it is a decimal number of seconds.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() == 0 {
+        return match seconds {
+            0 => "0s".to_owned(),
+            s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+            s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+            s if s.is_multiple_of(60) => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+    }
+    if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}ms", duration.as_millis());
+    }
+    let fraction = format!("{:09}", duration.subsec_nanos());
+    format!("{seconds}.{}", fraction.trim_end_matches('0'))
 }
 
 /// Reads a size such as `64KiB`, `1MiB`, `65536`.
@@ -180,23 +394,39 @@ pub fn parse_size(text: &str) -> Result<usize, SettingError> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: usize = number
-        .parse()
-        .map_err(|_| SettingError(format!("{text:?} is not a size (try 64KiB, 1MiB)")))?;
+    let value: usize = number.parse().map_err(|_| SettingError::NotASize {
+        text: text.to_owned(),
+    })?;
     let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
         "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => {
-            return Err(SettingError(format!(
-                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB or GiB)"
-            )));
+            return Err(SettingError::SizeUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            });
         }
     };
     value
         .checked_mul(scale)
-        .ok_or_else(|| SettingError(format!("{text:?} is too large")))
+        .ok_or_else(|| SettingError::SizeTooLarge {
+            text: text.to_owned(),
+        })
+}
+
+/// Writes a size as [`parse_size`] reads it, in the largest unit that holds it whole: `64KiB`,
+/// `1MiB`, `100`.
+pub fn format_size(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(scale, _)| bytes != 0 && bytes.is_multiple_of(*scale))
+        .map_or_else(
+            || bytes.to_string(),
+            |(scale, unit)| format!("{}{unit}", bytes / scale),
+        )
 }
 
 /// Reads `sqlite://PATH` (relative), `sqlite:///PATH` (absolute), a bare path, or a
@@ -204,43 +434,47 @@ pub fn parse_size(text: &str) -> Result<usize, SettingError> {
 pub fn parse_database(text: &str) -> Result<Database, SettingError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(SettingError("the database location is empty".to_owned()));
+        return Err(SettingError::EmptyDatabase);
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         let database = Database::Postgres(text.to_owned());
         if !database.supported() {
-            return Err(SettingError(
-                "this build has no PostgreSQL backend; build it with `cargo build --release \
-                 --features postgres` (see the README), or use sqlite://PATH"
-                    .to_owned(),
-            ));
+            return Err(SettingError::NoPostgresBackend);
         }
         return Ok(database);
     }
     if let Some(rest) = text.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path.is_empty() || path == ":memory:" {
-            return Err(SettingError(format!(
-                "{text:?} names no file (an in-memory database would lose every job)"
-            )));
+            return Err(SettingError::NoDatabaseFile {
+                text: text.to_owned(),
+            });
         }
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
     if let Some((scheme, _)) = text.split_once("://") {
-        return Err(SettingError(format!(
-            "unknown database scheme {scheme:?}; use sqlite://PATH or postgres://..."
-        )));
+        return Err(SettingError::DatabaseScheme {
+            scheme: scheme.to_owned(),
+        });
     }
     Ok(Database::Sqlite(PathBuf::from(text)))
+}
+
+/// Writes a database location as [`parse_database`] reads it: `sqlite://PATH` (which is
+/// `sqlite:///PATH` for an absolute path). A PostgreSQL URL is written without its password,
+/// so the text is fit for logs and `--help`, not for reading back.
+pub fn format_database(database: &Database) -> String {
+    match database {
+        Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+        Database::Postgres(_) => database.to_string(),
+    }
 }
 
 /// Reads an IANA time-zone name.
 pub fn parse_timezone(text: &str) -> Result<Tz, SettingError> {
     let name = text.trim().trim_start_matches(':');
-    name.parse::<Tz>().map_err(|_| {
-        SettingError(format!(
-            "{text:?} is not an IANA time zone (e.g. Europe/Berlin)"
-        ))
+    name.parse::<Tz>().map_err(|_| SettingError::TimeZone {
+        text: text.to_owned(),
     })
 }
 
@@ -293,6 +527,151 @@ mod tests {
         );
         assert!(parse_database("mysql://localhost/db").is_err());
         assert!(parse_database("").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_are_written_as_they_are_read() {
+        for (duration, text) in [
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(2 * 86_400), "2d"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_micros(1500), "0.0015"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
+        for (size, text) in [
+            (65_536, "64KiB"),
+            (1024, "1KiB"),
+            (1 << 20, "1MiB"),
+            (3 << 30, "3GiB"),
+            (1536, "1536"),
+            (0, "0"),
+        ] {
+            assert_eq!(format_size(size), text);
+            assert_eq!(parse_size(text), Ok(size), "{text}");
+        }
+        let database = Database::Sqlite(PathBuf::from("/var/lib/x.db"));
+        assert_eq!(format_database(&database), "sqlite:///var/lib/x.db");
+        assert_eq!(parse_database(&format_database(&database)), Ok(database));
+        let secret = Database::Postgres("postgres://user:secret@db/rpa".to_owned());
+        assert!(!format_database(&secret).contains("secret"));
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    /// A valid configuration changed by `change`, validated.
+    fn check(change: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut config = Config::default();
+        change(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused_naming_the_flag() {
+        let refused = check(|c| c.limits.max_frame = c.limits.max_message + 1).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "--max-frame-size: must not exceed --max-message-size"
+        );
+        assert_eq!(refused.setting(), "--max-frame-size");
+        assert_eq!(check(|c| c.limits.max_frame = c.limits.max_message), Ok(()));
+
+        let refused = check(|c| {
+            c.database = Database::Postgres("postgres://db/rpa".to_owned());
+            c.max_database_size = Some(1 << 30);
+        })
+        .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "--max-database-size: applies to SQLite only; on PostgreSQL, space is the database \
+             server's to manage"
+        );
+        assert_eq!(check(|c| c.max_database_size = Some(1 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn tokens_must_be_printable_ascii_and_not_empty() {
+        let empty = check(|c| c.access.api_tokens = vec!["a".into(), String::new()]);
+        assert_eq!(
+            empty.unwrap_err().to_string(),
+            "--api-token: a token must not be empty"
+        );
+        for bad in ["x y", "x\ty", "clé"] {
+            let refused = check(|c| c.access.robot_tokens = vec![bad.into()]).unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                "--robot-token: a token must be printable ASCII without spaces",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check(|c| c.access.api_tokens = vec!["s3cret-~!".into(), "other".into()]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn values_the_server_cannot_run_with_are_refused() {
+        assert_eq!(
+            check(|c| c.limits.read_buffer = 255)
+                .unwrap_err()
+                .to_string(),
+            "--read-buffer: must be at least 256 bytes"
+        );
+        assert_eq!(check(|c| c.limits.read_buffer = 256), Ok(()));
+        let zero = check(|c| c.instance_lease = Duration::ZERO).unwrap_err();
+        assert_eq!(zero.to_string(), "--instance-lease: must be more than zero");
+        assert_eq!(
+            check(|c| c.limits.header_timeout = Duration::ZERO).map_err(|e| e.setting()),
+            Err("--header-timeout")
+        );
+        assert_eq!(
+            check(|c| c.max_delivery_attempts = 101)
+                .unwrap_err()
+                .to_string(),
+            "--max-delivery-attempts: must be from 1 to 100"
+        );
+        assert_eq!(
+            check(|c| c.limits.outbound_queue = 0).map_err(|e| e.setting()),
+            Err("--outbound-queue")
+        );
+        assert_eq!(
+            check(|c| c.limits.robot_burst = 0).map_err(|e| e.setting()),
+            Err("--robot-burst")
+        );
+        // Zero is fine where it means "none" or "no minimum".
+        assert_eq!(
+            check(|c| {
+                c.min_schedule_interval = Duration::ZERO;
+                c.log_retention_days = 0;
+                c.limits.connections_per_ip = 0;
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_database_this_build_cannot_open_is_refused() {
+        let postgres = check(|c| c.database = Database::Postgres("postgres://db/rpa".into()));
+        if cfg!(feature = "postgres") {
+            assert_eq!(postgres, Ok(()));
+        } else {
+            let refused = postgres.unwrap_err();
+            assert_eq!(refused.setting(), "--database");
+            assert!(
+                refused
+                    .to_string()
+                    .starts_with("--database: this build has no PostgreSQL")
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! writes go to the store's group-commit writer and are awaited through a oneshot channel, so no
 //! async worker ever blocks on the database.
 
-use rpa_store::{ReadConn, Store, StoreError, WriteTx};
+use std::fmt;
+
+use rpa_store::{ReadConn, Store, StoreError, WriteTx, WriterStatsSnapshot};
 use tokio::sync::oneshot;
 
 #[derive(Clone, Debug)]
@@ -15,8 +17,20 @@ impl Db {
         Db { store }
     }
 
+    /// The store itself, for start-up and shutdown only: everything else goes through the
+    /// methods below.
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether other instances share the database (PostgreSQL).
+    pub(crate) fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// The group-commit writer's counters, for `GET /metrics`.
+    pub(crate) fn writer_stats(&self) -> WriterStatsSnapshot {
+        self.store.writer().stats()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -43,6 +57,30 @@ impl Db {
             let _ = reply.send(outcome);
         })?;
         result.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Queues a write without waiting for it: `done` gets what it returned, with `subject`
+    /// back, on the writer's thread (so it must be quick). A write that cannot be queued, or
+    /// fails, is logged instead as `{subject}: {failure}: {error}`.
+    pub(crate) fn submit<T, F, S, D>(&self, subject: S, failure: &'static str, op: F, done: D)
+    where
+        T: Send + 'static,
+        F: Fn(&mut WriteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+        S: fmt::Display + Clone + Send + 'static,
+        D: FnOnce(T, S) + Send + 'static,
+    {
+        // The writer drops what it could not queue: the subject is kept to say so.
+        let unqueued = subject.clone();
+        let queued = self
+            .store
+            .writer()
+            .submit(op, move |outcome| match outcome {
+                Ok(value) => done(value, subject),
+                Err(error) => log::error!("{subject}: {failure}: {error}"),
+            });
+        if let Err(error) = queued {
+            log::error!("{unqueued}: {failure}: {error}");
+        }
     }
 
     /// Queues a write whose outcome only needs logging.

@@ -1,22 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
-pub mod auth;
 pub mod config;
 mod db;
-mod dispatch;
-mod instance;
-mod listener;
+mod http;
 pub mod logging;
-mod metrics;
-mod package_files;
-mod percent;
-mod problem;
-mod recurring;
-mod rest;
-mod retention;
-mod views;
-mod ws;
+mod tasks;
 
 pub use app::{Server, StartError};
-pub use config::{Config, Database, Limits};
+pub use config::{Access, Config, ConfigError, Database, Limits};

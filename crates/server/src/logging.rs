@@ -33,11 +33,11 @@ impl Directives {
         };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let level = |name: &str| {
-                name.trim().parse::<LevelFilter>().map_err(|_| {
-                    SettingError(format!(
-                        "{name:?} is not a log level (error, warn, info, debug, trace or off)"
-                    ))
-                })
+                name.trim()
+                    .parse::<LevelFilter>()
+                    .map_err(|_| SettingError::LogLevel {
+                        level: name.to_owned(),
+                    })
             };
             match part.split_once('=') {
                 Some((target, name)) => directives
@@ -79,6 +79,16 @@ pub enum LoggingError {
     },
     #[error(transparent)]
     Directives(#[from] SettingError),
+}
+
+impl LoggingError {
+    /// The flag of the setting at fault: `--log-dir`, or `--log-level` for the directives.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            LoggingError::CreateFolder { .. } | LoggingError::NotWritable { .. } => "--log-dir",
+            LoggingError::Directives(_) => "--log-level",
+        }
+    }
 }
 
 /// Builds the logger: daily files in `dir` and, when `to_stderr`, standard error.
@@ -126,6 +136,27 @@ pub fn logger(dir: &Path, directives: &str, to_stderr: bool) -> Result<Logger, L
         max_level: directives.max(),
         log,
     })
+}
+
+/// An error and its causes on one line, `error: cause: cause`, as a failed start is reported.
+/// A cause whose text the line already ends with is not repeated: some errors show their
+/// source in their own text as well as handing it on.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&line)
+    }
 }
 
 /// Formats a message with its control characters escaped and its length bounded.
@@ -225,6 +256,38 @@ mod tests {
     fn untrusted_values_are_quoted() {
         let shown = Untrusted("a\"b\nc").to_string();
         assert_eq!(shown, "\"a\\\"b\\nc\"");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Option<Box<Layer>> {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| Some(Box::new(Layer { text, source })))
+    }
+
+    #[test]
+    fn a_chain_is_one_line_without_repeats() {
+        let chain = layers(&["--database", "cannot open it", "denied"]).unwrap();
+        assert_eq!(
+            Chain(&*chain).to_string(),
+            "--database: cannot open it: denied"
+        );
+        // The middle error shows its cause itself, as many do.
+        let chain = layers(&["--packages-dir", "cannot create x: denied", "denied"]).unwrap();
+        assert_eq!(
+            Chain(&*chain).to_string(),
+            "--packages-dir: cannot create x: denied"
+        );
+        let alone = layers(&["alone"]).unwrap();
+        assert_eq!(Chain(&*alone).to_string(), "alone");
     }
 
     #[test]

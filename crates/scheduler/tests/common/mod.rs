@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rpa_scheduler::{
-    OnceSchedule, ScheduleContext, ScheduleError, ScheduleRequest, Tz, parse_schedule,
+    FieldError, OnceSchedule, ScheduleContext, ScheduleRequest, Tz, parse_schedule,
 };
 use serde_json::{Map, Value};
 
@@ -28,10 +28,10 @@ pub(crate) fn object(value: Value) -> Map<String, Value> {
 pub(crate) fn parse_with(
     value: Value,
     ctx: &ScheduleContext,
-) -> Result<ScheduleRequest, Vec<ScheduleError>> {
+) -> Result<ScheduleRequest, Vec<FieldError>> {
     parse_schedule(&object(value), ctx).map_err(|errors| {
-        assert!(!errors.0.is_empty(), "Err must carry at least one error");
-        errors.0
+        assert!(!errors.is_empty(), "Err must carry at least one error");
+        errors.into_vec()
     })
 }
 
@@ -55,7 +55,10 @@ pub(crate) fn errors(value: Value, needle: &str) -> Vec<(String, bool)> {
     );
     found
         .into_iter()
-        .map(|error| (error.field, error.missing))
+        .map(|error| {
+            let missing = error.is_missing();
+            (error.field, missing)
+        })
         .collect()
 }
 

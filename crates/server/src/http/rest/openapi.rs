@@ -12,7 +12,7 @@ use warp::reply::Response;
 use crate::app::App;
 
 /// The document, as served.
-const DOCUMENT: &str = include_str!("../../openapi.json");
+const DOCUMENT: &str = include_str!("../../../openapi.json");
 
 /// Every route the REST API serves: (method, path template), written as in the document.
 /// `/jobs/cancel/{id}/` and `/jobs/force/{id}/` also answer without their trailing slash, and

@@ -12,10 +12,10 @@ use warp::reply::Response;
 use super::body::{JsonBody, json_body};
 use super::query::{self, Query};
 use super::trigger;
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
-use crate::views::{JobView, Page};
+use crate::http::problem::Problem;
+use crate::http::views::{JobView, Page};
 use rpa_store::Created;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
@@ -55,17 +55,11 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
-}
-
 async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response {
     let created = async {
         let key = trigger::idempotency_key(key.as_deref())?;
         let (doc, raw) = body?;
-        let accepted = trigger::accept(&app, &doc, &raw, key)
-            .await
-            .map_err(|refused| refused.problem)?;
+        let accepted = trigger::accept(&app, &doc, &raw, key).await?;
         let (location, body) = match accepted.created {
             Created::Job(job) => (
                 format!("/api/jobs/{}", job.id),

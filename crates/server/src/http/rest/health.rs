@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::{json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let health = warp::path!("healthz")

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rpa_scheduler::{CronSchedule, Tz, catch_up};
 use rpa_store::{DeliveryPolicy, JobRecord, ScheduleRecord, StoreError, WriteTx};
 
-use crate::views::time;
+use crate::http::views::time;
 
 /// Beyond this, an instance is reported as late.
 const ON_TIME: TimeDelta = TimeDelta::seconds(1);

@@ -13,8 +13,8 @@ use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, Reach, Store
 use tokio::sync::mpsc;
 
 use crate::db::Db;
+use crate::http::metrics::{Metrics, bump};
 use crate::logging::Untrusted;
-use crate::metrics::{Metrics, bump};
 
 /// How long an unsent job waits before the scheduler tries again when the robot's queue was
 /// full: long enough for the robot to drain some of it.
@@ -40,7 +40,7 @@ pub(crate) struct Dispatcher {
 
 struct Inner {
     db: Db,
-    package_files: Arc<crate::package_files::PackageFiles>,
+    package_files: Arc<crate::tasks::package_files::PackageFiles>,
     registry: Arc<Registry>,
     policy: DeliveryPolicy,
     metrics: Arc<Metrics>,
@@ -53,7 +53,7 @@ impl Dispatcher {
     /// [`confirm_written`].
     pub(crate) fn new(
         db: Db,
-        package_files: Arc<crate::package_files::PackageFiles>,
+        package_files: Arc<crate::tasks::package_files::PackageFiles>,
         registry: Arc<Registry>,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
@@ -290,24 +290,21 @@ impl Dispatcher {
         let retry_at = now + after;
         let this = self.clone();
         let id = sending.job_id;
-        let submitted = self.inner.db.store().writer().submit(
+        self.inner.db.submit(
+            JobId(id),
+            "cannot record that it was not sent",
             move |tx| tx.unsend(id, sending.attempt, now, retry_at, reason),
-            move |result| match result {
-                Ok(true) => {
-                    log::info!("job {id}: not sent ({reason})");
+            move |unsent, job| {
+                if unsent {
+                    log::info!("{job}: not sent ({reason})");
                     this.wake(id, retry_at);
                 }
-                Ok(false) => {}
-                Err(error) => log::error!("job {id}: cannot record that it was not sent: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!("job {id}: cannot record that it was not sent: {error}");
-        }
     }
 
     /// After a schedule's occurrence: the instance's package file, the next occurrence.
-    fn after_occurrence(&self, id: i64, fired: crate::recurring::Fired) {
+    fn after_occurrence(&self, id: i64, fired: crate::tasks::recurring_jobs::Fired) {
         if let Some(next) = fired.next {
             self.wake_schedule(id, next);
         }
@@ -318,7 +315,7 @@ impl Dispatcher {
         log::info!(
             "schedule {id}: job {} created for its occurrence at {}: {}",
             job.id,
-            crate::views::time(job.run_at),
+            crate::http::views::time(job.run_at),
             job.status.as_str()
         );
         self.inner.package_files.notify();
@@ -327,6 +324,16 @@ impl Dispatcher {
     /// The connection wrote a sending.
     pub(crate) fn written(&self, written: Written) {
         let _ = self.inner.written.send(written);
+    }
+}
+
+/// `job <id>`, as log lines name a job.
+#[derive(Debug, Clone, Copy)]
+struct JobId(i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {}", self.0)
     }
 }
 
@@ -479,7 +486,9 @@ impl DueSource for Dispatcher {
                         DueKind::Job => jobs.push(entry.id),
                         DueKind::Schedule => {
                             let id = entry.id;
-                            match tx.savepoint(|tx| crate::recurring::fire(tx, id, now, &policy)) {
+                            match tx.savepoint(|tx| {
+                                crate::tasks::recurring_jobs::fire(tx, id, now, &policy)
+                            }) {
                                 Ok(Some(occurrence)) => {
                                     // The instance is due now: send it in this same write.
                                     if let Some(job) = &occurrence.instance {

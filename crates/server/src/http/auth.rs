@@ -5,20 +5,11 @@
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
+use warp::Reply as _;
 use warp::reply::Response;
 
-use crate::problem::Problem;
-
-/// Who may call what.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Access {
-    /// Tokens accepted on the API and the old routes; none: the API is open.
-    pub api_tokens: Vec<String>,
-    /// Tokens accepted on the robot WebSocket upgrade; none: robots need none.
-    pub robot_tokens: Vec<String>,
-    /// Browser origins allowed; none: any origin.
-    pub allowed_origins: Vec<String>,
-}
+use crate::config::Access;
+use crate::http::problem::Problem;
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
 /// right. (The length of the expected token is not a secret worth hiding.)
@@ -51,7 +42,7 @@ fn query_token(uri: &Uri) -> Option<String> {
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(name, _)| *name == "token")
-        .map(|(_, value)| crate::percent::decode(value, true))
+        .map(|(_, value)| crate::http::percent::decode(value, true))
 }
 
 fn unauthorized(detail: &str) -> Response {

@@ -11,10 +11,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::query::{self, Query};
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
-use crate::views::{Page, ScheduleView};
+use crate::http::problem::Problem;
+use crate::http::views::{Page, ScheduleView};
 
 /// Occurrences listed ahead, and instances and events shown with one schedule.
 const UPCOMING: usize = 5;
@@ -37,13 +37,12 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     list.or(one).unify().or(delete).unify().boxed()
 }
 
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
-}
-
 /// The schedule as the API shows it, with its next occurrences (none once inactive).
 pub(super) fn view(schedule: ScheduleRecord) -> ScheduleView {
-    let upcoming = match (schedule.active, crate::recurring::cron_of(&schedule)) {
+    let upcoming = match (
+        schedule.active,
+        crate::tasks::recurring_jobs::cron_of(&schedule),
+    ) {
         (true, Ok(cron)) => cron.upcoming(Utc::now(), UPCOMING),
         _ => Vec::new(),
     };

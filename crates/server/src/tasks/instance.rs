@@ -13,7 +13,7 @@ use rpa_store::{DeliveryPolicy, Listener, Reaped, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::app::{App, delta};
-use crate::dispatch::Dispatcher;
+use crate::tasks::dispatch::Dispatcher;
 
 /// What the start found and did.
 pub(crate) struct Started {
@@ -69,8 +69,7 @@ pub(crate) fn listen(
 /// Renews the lease and reaps dead instances, every fifth of the lease, until `stop`. Shared
 /// databases only.
 pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let store = app.db.store().clone();
-    if !store.shared() {
+    if !app.db.shared() {
         return;
     }
     let lease = app.config.instance_lease;

@@ -105,7 +105,7 @@ where
     S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
 {
     let access = &app.config.access;
-    if crate::ws::is_robot_upgrade(&request) {
+    if crate::http::ws::is_robot_upgrade(&request) {
         if let Some(refused) = access.check_robot(request.uri(), request.headers()) {
             log::warn!(
                 "peer={peer}: robot upgrade refused: {}",
@@ -114,7 +114,7 @@ where
             return Ok(refused);
         }
         // The robot's connection keeps its address's slot for as long as it lives.
-        return Ok(crate::ws::upgrade(app, request, peer, slot));
+        return Ok(crate::http::ws::upgrade(app, request, peer, slot));
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -128,7 +128,7 @@ where
             );
             refused
         }
-        None if method == hyper::Method::OPTIONS => crate::auth::preflight(),
+        None if method == hyper::Method::OPTIONS => crate::http::auth::preflight(),
         None => rest.call(request).await?,
     };
     if let Some(origin) = origin {

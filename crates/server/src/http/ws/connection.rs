@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::app::App;
-use crate::dispatch::Written;
-use crate::metrics::bump;
+use crate::http::metrics::bump;
+use crate::tasks::dispatch::Written;
 
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -35,7 +35,7 @@ pub(super) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What the connection registered as, once its metadata was accepted.
 #[derive(Debug, Clone)]
-pub(super) struct Registered {
+pub(super) struct Identity {
     pub(super) address: RobotAddress,
     pub(super) extended: bool,
 }
@@ -72,7 +72,7 @@ pub(super) struct Connection {
     pub(super) ws: Socket,
     /// Decided by the first valid frame; `_event` until then.
     pub(super) dialect: Option<Dialect>,
-    pub(super) robot: Option<Registered>,
+    pub(super) robot: Option<Identity>,
     last_inbound: Instant,
     next_ping: Option<Instant>,
     bad_frames: VecDeque<Instant>,
@@ -469,28 +469,20 @@ impl Connection {
     fn sendings_lost(&mut self, sendings: Vec<(i64, i32)>, now: chrono::DateTime<Utc>) {
         let policy = *self.app.dispatcher.policy();
         let dispatcher = self.app.dispatcher.clone();
-        let tag = self.tag().to_string();
-        let submitted = self.app.db.store().writer().submit(
+        self.app.db.submit(
+            self.tag().to_string(),
+            "cannot record unacknowledged sendings",
             move |tx| tx.connection_lost(&sendings, now, &policy),
-            move |result| match result {
-                Ok(changed) => {
-                    for (id, status) in changed {
-                        log::info!(
-                            "{tag}: job {id} was not confirmed before the connection ended: now {}",
-                            status.as_str()
-                        );
-                        dispatcher.wake(id, now);
-                    }
+            move |changed, tag| {
+                for (id, status) in changed {
+                    log::info!(
+                        "{tag}: job {id} was not confirmed before the connection ended: now {}",
+                        status.as_str()
+                    );
+                    dispatcher.wake(id, now);
                 }
-                Err(error) => log::error!("{tag}: cannot record unacknowledged sendings: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!(
-                "{}: cannot record unacknowledged sendings: {error}",
-                self.tag()
-            );
-        }
     }
 }
 

@@ -20,10 +20,10 @@ use serde::Serialize;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::{Filter, Rejection, Reply as _};
 
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// Every REST route, boxed per module (warp's types grow compile times otherwise).
 pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
@@ -47,6 +47,11 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 
 fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
     warp::any().map(move || Arc::clone(&app))
+}
+
+/// A handler's outcome as the answer: its response, or its problem as problem+json.
+pub(super) fn answer(outcome: Result<Response, Problem>) -> Response {
+    outcome.into_response()
 }
 
 /// A JSON answer.

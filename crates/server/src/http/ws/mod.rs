@@ -16,10 +16,11 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::Reply as _;
 use warp::reply::Response;
 
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// The paths robots connect on: `/` and `/ws`, and the path the deployed robots use behind
 /// their gateway.
@@ -44,7 +45,7 @@ pub(crate) fn upgrade(
     app: Arc<App>,
     mut request: Request<Incoming>,
     peer: SocketAddr,
-    slot: Arc<crate::listener::Slot>,
+    slot: Arc<crate::http::listener::Slot>,
 ) -> Response {
     if request.method() != Method::GET {
         return Problem::new(

@@ -6,14 +6,15 @@ use std::sync::atomic::Ordering;
 
 use rpa_store::{BATCH_BUCKETS, JobStatus, LATENCY_BUCKETS_MICROS};
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, header};
 use warp::reply::Response;
 
 use super::with_app;
 use crate::app::App;
-use crate::metrics::LATENESS_BUCKETS_MS;
-use crate::problem::Problem;
+use crate::http::metrics::LATENESS_BUCKETS_MS;
+use crate::http::problem::Problem;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     warp::path!("metrics")
@@ -181,7 +182,7 @@ async fn render(app: &App) -> Response {
         count,
         sum,
     );
-    let writer = app.db.store().writer().stats();
+    let writer = app.db.writer_stats();
     let bounds: Vec<f64> = BATCH_BUCKETS.iter().map(|n| *n as f64).collect();
     histogram(
         &mut out,

@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use warp::Filter;
 use warp::http::{HeaderMap, StatusCode, header};
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 /// A body that was read and parsed, or the problem to answer instead.
 pub(super) type JsonBody = Result<(serde_json::Value, Bytes), Problem>;

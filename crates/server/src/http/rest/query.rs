@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 
 pub(super) type Query = HashMap<String, String>;
 

@@ -5,16 +5,17 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use rpa_packages::{Problems, validate_trigger};
+use rpa_packages::validate_trigger;
 use rpa_protocol::RobotAddress;
 use rpa_scheduler::CronSchedule;
 use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
 use rpa_store::{Created, IdempotencyKey, InsertJob, InsertSchedule, NewJob, NewSchedule, Prior};
+use rpa_validation::FieldErrors;
 
 use crate::app::App;
+use crate::http::metrics::bump;
+use crate::http::problem::Problem;
 use crate::logging::Untrusted;
-use crate::metrics::bump;
-use crate::problem::{FieldProblem, Problem};
 
 /// What an accepted trigger created: a job or a recurring schedule. For a retry under the
 /// same `Idempotency-Key`, what the first request created, and the body it was answered with.
@@ -52,21 +53,6 @@ fn remember(
     tx.remember_response(key, &body)
 }
 
-/// A trigger that was refused. `missing` tells the old routes which `Alert` to show.
-pub(super) struct Refused {
-    pub(super) problem: Problem,
-    pub(super) missing: bool,
-}
-
-impl From<Problem> for Refused {
-    fn from(problem: Problem) -> Refused {
-        Refused {
-            problem,
-            missing: false,
-        }
-    }
-}
-
 /// Longest `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
 
@@ -94,28 +80,18 @@ fn digest(body: &[u8]) -> String {
     format!("{hash:016x}-{}", body.len())
 }
 
-fn field_problems(problems: Problems) -> Vec<FieldProblem> {
-    problems
-        .into_iter()
-        .map(|p| FieldProblem {
-            field: p.field,
-            problem: p.message,
-        })
-        .collect()
-}
-
 pub(super) async fn accept(
     app: &Arc<App>,
     doc: &serde_json::Value,
     body: &[u8],
     key: Option<String>,
-) -> Result<Accepted, Refused> {
+) -> Result<Accepted, Problem> {
     let result = accept_inner(app, doc, body, key).await;
     match &result {
         Ok(_) => bump(&app.metrics.triggers_accepted),
-        Err(refused) => {
+        Err(problem) => {
             bump(&app.metrics.triggers_rejected);
-            log::info!("trigger refused: {}", refused.problem);
+            log::info!("trigger refused: {problem}");
         }
     }
     result
@@ -126,15 +102,13 @@ async fn accept_inner(
     doc: &serde_json::Value,
     body: &[u8],
     key: Option<String>,
-) -> Result<Accepted, Refused> {
+) -> Result<Accepted, Problem> {
     let now = Utc::now();
-    let mut errors = Vec::new();
-    let mut missing = false;
+    let mut errors = FieldErrors::new();
     let trigger = match validate_trigger(doc) {
         Ok(trigger) => Some(trigger),
-        Err(problems) => {
-            missing |= problems.any_missing();
-            errors.extend(field_problems(problems));
+        Err(found) => {
+            errors.extend(found);
             None
         }
     };
@@ -148,23 +122,14 @@ async fn accept_inner(
         .map(|object| parse_schedule(object, &context));
     let when = match schedule {
         Some(Ok(request)) => Some(request),
-        Some(Err(problems)) => {
-            for problem in problems.0 {
-                missing |= problem.missing;
-                errors.push(FieldProblem {
-                    field: problem.field,
-                    problem: problem.message,
-                });
-            }
+        Some(Err(found)) => {
+            errors.extend(found);
             None
         }
         None => None,
     };
     let (Some(trigger), Some(when), true) = (trigger, when, errors.is_empty()) else {
-        return Err(Refused {
-            problem: Problem::validation(errors),
-            missing,
-        });
+        return Err(Problem::validation(errors));
     };
     let key = key.map(|key| IdempotencyKey {
         key,
@@ -182,7 +147,7 @@ async fn accept_schedule(
     cron: CronSchedule,
     key: Option<IdempotencyKey>,
     now: chrono::DateTime<Utc>,
-) -> Result<Accepted, Refused> {
+) -> Result<Accepted, Problem> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
     let next_run_at = cron.upcoming(now, 1).first().copied();
     let schedule = NewSchedule {
@@ -221,7 +186,7 @@ async fn accept_schedule(
                 schedule.timezone,
                 schedule
                     .next_run_at
-                    .map_or("never".to_owned(), crate::views::time)
+                    .map_or("never".to_owned(), crate::http::views::time)
             );
             if let Some(next) = schedule.next_run_at {
                 app.dispatcher.wake_schedule(schedule.id, next);
@@ -229,9 +194,9 @@ async fn accept_schedule(
             Ok(Accepted::new(Created::Schedule(schedule)))
         }
         Ok(InsertSchedule::Replayed(prior)) => Ok(prior.into()),
-        Ok(InsertSchedule::KeyConflict) => Err(key_reused().into()),
-        Ok(InsertSchedule::UnknownRobot) => Err(unknown_robot(&address).into()),
-        Err(error) => Err(Problem::from(error).into()),
+        Ok(InsertSchedule::KeyConflict) => Err(key_reused()),
+        Ok(InsertSchedule::UnknownRobot) => Err(unknown_robot(&address)),
+        Err(error) => Err(Problem::from(error)),
     }
 }
 
@@ -254,7 +219,7 @@ async fn accept_job(
     run_at: chrono::DateTime<Utc>,
     key: Option<IdempotencyKey>,
     now: chrono::DateTime<Utc>,
-) -> Result<Accepted, Refused> {
+) -> Result<Accepted, Problem> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
     match app.package_files.failing() {
         None => {}
@@ -265,15 +230,13 @@ async fn accept_job(
                     "storage_full",
                     "the packages folder's disk is full; nothing was stored",
                 )
-            }
-            .into());
+            });
         }
         Some(false) => {
             return Err(Problem::unavailable(
                 "packages_unwritable",
                 "package files cannot be written (see the server log); nothing was stored",
-            )
-            .into());
+            ));
         }
     }
     let package = trigger.package;
@@ -294,7 +257,7 @@ async fn accept_job(
         .write(move |tx| {
             let outcome = tx.insert_job(&job)?;
             if let InsertJob::Created(created) = &outcome {
-                let view = crate::views::JobView::from(created.clone());
+                let view = crate::http::views::JobView::from(created.clone());
                 remember(tx, key.as_deref(), || serde_json::to_string(&view))?;
             }
             Ok(outcome)
@@ -307,16 +270,16 @@ async fn accept_job(
                 job.id,
                 Untrusted(&job.robot_address),
                 Untrusted(&job.package_name),
-                crate::views::time(job.run_at)
+                crate::http::views::time(job.run_at)
             );
             app.dispatcher.wake(job.id, job.run_at);
             app.package_files.notify();
             Ok(Accepted::new(Created::Job(Box::new(job))))
         }
         Ok(InsertJob::Replayed(prior)) => Ok(prior.into()),
-        Ok(InsertJob::KeyConflict) => Err(key_reused().into()),
-        Ok(InsertJob::UnknownRobot) => Err(unknown_robot(&address).into()),
-        Err(error) => Err(Problem::from(error).into()),
+        Ok(InsertJob::KeyConflict) => Err(key_reused()),
+        Ok(InsertJob::UnknownRobot) => Err(unknown_robot(&address)),
+        Err(error) => Err(Problem::from(error)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warp::Filter;
+use warp::Reply as _;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -13,7 +14,7 @@ use super::body::{JsonBody, json_body};
 use super::trigger;
 use super::{jobs, json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
+use crate::http::problem::Problem;
 use rpa_store::Created;
 
 const CANCEL_FAILED: &str = "Failed to cancel job";
@@ -67,7 +68,7 @@ async fn cancel(app: &App, id_text: &str) -> Response {
         Ok(id) => jobs::cancel(app, id).await,
         Err(problem) => Err(problem),
     };
-    answer(
+    old_answer(
         id_text,
         outcome,
         "Cancelled Job successfully",
@@ -80,7 +81,7 @@ async fn force(app: &App, id_text: &str) -> Response {
         Ok(id) => jobs::force(app, id).await,
         Err(problem) => Err(problem),
     };
-    answer(
+    old_answer(
         id_text,
         outcome,
         "Forced to be executed successfully",
@@ -90,7 +91,7 @@ async fn force(app: &App, id_text: &str) -> Response {
 
 /// The old routes' answers: `{"Job": "<id as in the URL>", "Status": ...}`, or a problem that
 /// carries the old `Alert`.
-fn answer(
+fn old_answer(
     id_text: &str,
     outcome: Result<rpa_store::JobRecord, Problem>,
     status: &str,
@@ -109,11 +110,14 @@ async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response
         let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
         match trigger::accept(&app, &doc, &raw, key).await {
             Ok(accepted) => Ok(accepted.created),
-            Err(refused) => Err(refused.problem.with_alert(if refused.missing {
-                MISSING_DATA
-            } else {
-                NOT_RECEIVED
-            })),
+            Err(problem) => {
+                let alert = if problem.errors.any_missing() {
+                    MISSING_DATA
+                } else {
+                    NOT_RECEIVED
+                };
+                Err(problem.with_alert(alert))
+            }
         }
     };
     match result.await {

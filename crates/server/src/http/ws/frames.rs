@@ -8,9 +8,9 @@ use rpa_registry::Robot;
 use rpa_store::{AckOutcome, DeclineOutcome, ReportOutcome, RobotRegistration};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::connection::{CLOSE_POLICY, Connection, End, Registered};
+use super::connection::{CLOSE_POLICY, Connection, End, Identity};
+use crate::http::metrics::bump;
 use crate::logging::Untrusted;
-use crate::metrics::bump;
 
 /// How much of a bad frame is quoted in the log.
 const BAD_FRAME_EXCERPT: usize = 200;
@@ -119,7 +119,7 @@ impl Connection {
                 extended,
             },
         );
-        self.robot = Some(Registered {
+        self.robot = Some(Identity {
             address: address.clone(),
             extended,
         });
@@ -197,11 +197,12 @@ impl Connection {
         let address = robot.address.as_str().to_owned();
         let connection_id = self.session.id().to_string();
         let now = Utc::now();
-        let tag = self.tag().to_string();
         let session = std::sync::Arc::clone(&self.session);
         let dialect = self.dialect();
         let metrics = std::sync::Arc::clone(&self.app.metrics);
-        let submitted = self.app.db.store().writer().submit(
+        self.app.db.submit(
+            self.tag().to_string(),
+            "cannot store the robot's message",
             move |tx| {
                 tx.insert_robot_message(&address, &connection_id, now, &json)?;
                 match &report {
@@ -217,38 +218,34 @@ impl Connection {
                     None => Ok(None),
                 }
             },
-            move |result| match result {
-                Ok(None) => {}
-                Ok(Some((job_id, outcome))) => {
-                    bump(&metrics.reports);
-                    match outcome {
-                        ReportOutcome::Updated { from, to } => log::info!(
-                            "{tag}: job {job_id} reported: {} -> {}",
-                            from.as_str(),
-                            to.as_str()
-                        ),
-                        other => {
-                            log::warn!("{tag}: report on job {job_id} ignored: {other:?}");
-                            if robot.extended {
-                                let message = format!("job {job_id} cannot take this report");
-                                let reply = ServerMessage::Error {
-                                    code: "report_refused".to_owned(),
-                                    message,
-                                };
-                                let _ = session.push(rpa_registry::Outbound {
-                                    text: reply.encode(dialect),
-                                    job: None,
-                                });
-                            }
+            move |reported, tag| {
+                let Some((job_id, outcome)) = reported else {
+                    return;
+                };
+                bump(&metrics.reports);
+                match outcome {
+                    ReportOutcome::Updated { from, to } => log::info!(
+                        "{tag}: job {job_id} reported: {} -> {}",
+                        from.as_str(),
+                        to.as_str()
+                    ),
+                    other => {
+                        log::warn!("{tag}: report on job {job_id} ignored: {other:?}");
+                        if robot.extended {
+                            let message = format!("job {job_id} cannot take this report");
+                            let reply = ServerMessage::Error {
+                                code: "report_refused".to_owned(),
+                                message,
+                            };
+                            let _ = session.push(rpa_registry::Outbound {
+                                text: reply.encode(dialect),
+                                job: None,
+                            });
                         }
                     }
                 }
-                Err(error) => log::error!("{tag}: cannot store the robot's message: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!("{}: cannot store the robot's message: {error}", self.tag());
-        }
     }
 
     /// The robot could not take a package: send it again after a back-off.
@@ -309,16 +306,17 @@ impl Connection {
         self.awaiting_ack.remove(&job_id);
         let address = robot.address.as_str().to_owned();
         let now = Utc::now();
-        let tag = self.tag().to_string();
         let session = std::sync::Arc::clone(&self.session);
         let dialect = self.dialect();
-        let submitted = self.app.db.store().writer().submit(
+        self.app.db.submit(
+            self.tag().to_string(),
+            "cannot record the acknowledgement",
             move |tx| tx.acknowledge(&address, job_id, now),
-            move |result| match result {
-                Ok(AckOutcome::Acknowledged | AckOutcome::AlreadyConfirmed) => {
+            move |outcome, tag| match outcome {
+                AckOutcome::Acknowledged | AckOutcome::AlreadyConfirmed => {
                     log::debug!("{tag}: job {job_id} acknowledged");
                 }
-                Ok(other) => {
+                other => {
                     log::warn!("{tag}: acknowledgement of job {job_id} ignored: {other:?}");
                     let reply = ServerMessage::Error {
                         code: "unknown_job".to_owned(),
@@ -331,12 +329,8 @@ impl Connection {
                         job: None,
                     });
                 }
-                Err(error) => log::error!("{tag}: cannot record the acknowledgement: {error}"),
             },
         );
-        if let Err(error) = submitted {
-            log::error!("{}: cannot record the acknowledgement: {error}", self.tag());
-        }
     }
 }
 

@@ -10,10 +10,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::query::{self, Query};
-use super::{json, with_app};
+use super::{answer, json, with_app};
 use crate::app::App;
-use crate::problem::Problem;
-use crate::views::{MessageView, Page, RobotView};
+use crate::http::problem::Problem;
+use crate::http::views::{MessageView, Page, RobotView};
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "robots")
@@ -48,13 +48,9 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-fn answer(result: Result<Response, Problem>) -> Response {
-    result.unwrap_or_else(Problem::into_response)
-}
-
 /// The path segment as the robot's address: percent-decoded, and a MAC in any spelling.
 fn address(segment: &str) -> RobotAddress {
-    RobotAddress::new(&crate::percent::decode(segment, false))
+    RobotAddress::new(&crate::http::percent::decode(segment, false))
 }
 
 async fn list(app: &App, query: &Query) -> Result<Response, Problem> {

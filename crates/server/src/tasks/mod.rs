@@ -1,0 +1,9 @@
+//! What the server does in the background, beside answering requests: sending due jobs to
+//! robots, firing recurring schedules, writing package files, retention, and this instance's
+//! lease among several.
+
+pub(crate) mod dispatch;
+pub(crate) mod instance;
+pub(crate) mod package_files;
+pub(crate) mod recurring_jobs;
+pub(crate) mod retention;
