@@ -26,7 +26,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::{RunQueryDsl, SqliteConnection};
 
-use crate::StoreError;
+use crate::{OpenError, StoreError};
 
 const EVERY: Duration = Duration::from_millis(250);
 
@@ -61,20 +61,21 @@ impl Checkpointer {
         restart_after: u32,
         restart_wanted: Arc<AtomicBool>,
     ) -> Result<Checkpointer, StoreError> {
-        let mut conn = crate::connection::establish_sqlite(path)?;
-        crate::connection::setup_sqlite_writer(&mut conn, busy_timeout).map_err(|error| {
-            StoreError::Open {
-                location: path.display().to_string(),
-                reason: error.to_string(),
-            }
-        })?;
+        let open_error = |source| StoreError::Open {
+            location: path.display().to_string(),
+            source,
+        };
+        let mut conn = crate::connection::establish_sqlite(path).map_err(open_error)?;
+        crate::connection::setup_sqlite_writer(&mut conn, busy_timeout)
+            .map_err(|error| open_error(OpenError::Setup(error)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("db-checkpoint".to_owned())
             .spawn(move || run(conn, &stopping, restart_after, &restart_wanted))
-            .map_err(|error| {
-                StoreError::Pool(format!("cannot start the checkpoint thread: {error}"))
+            .map_err(|source| StoreError::Thread {
+                thread: "checkpoint",
+                source,
             })?;
         Ok(Checkpointer {
             stop,

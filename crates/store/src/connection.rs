@@ -18,7 +18,8 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::CustomizeConnection;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
-use crate::{Location, StoreError};
+use crate::Location;
+use crate::error::OpenError;
 
 /// A connection to whichever backend the store was opened on. The SQLite variant comes last:
 /// establishing by URL tries the variants in order, and SQLite takes any text as a file name.
@@ -45,7 +46,8 @@ pub(crate) use per_backend;
 /// Runs `$body` with `$q` bound to `$query` made to lock the rows it reads where another
 /// instance's writer may be in the way (PostgreSQL: `FOR UPDATE`, or `FOR UPDATE SKIP LOCKED`
 /// with `skip_locked`, or either as `skip_locked = EXPR` says), and to `$query` as it is on
-/// SQLite, whose one writer locks everything.
+/// SQLite, whose one writer locks everything. `$query` is expanded once per backend: a query
+/// typed by its backend (`.select(X::as_select())`) is written inline, not bound beforehand.
 macro_rules! locked {
     ($conn:expr, $query:expr, skip_locked = $skip:expr, |$q:ident, $c:ident| $body:expr) => {
         match $conn {
@@ -93,53 +95,38 @@ impl DbConnection {
     }
 }
 
-pub(crate) fn establish_sqlite(path: &Path) -> Result<SqliteConnection, StoreError> {
-    let url = path.to_str().ok_or_else(|| StoreError::Open {
-        location: path.display().to_string(),
-        reason: "the path is not valid UTF-8".to_owned(),
-    })?;
-    SqliteConnection::establish(url).map_err(|error| StoreError::Open {
-        location: path.display().to_string(),
-        reason: error.to_string(),
-    })
+pub(crate) fn establish_sqlite(path: &Path) -> Result<SqliteConnection, OpenError> {
+    let url = path.to_str().ok_or(OpenError::PathNotUtf8)?;
+    SqliteConnection::establish(url).map_err(OpenError::Connect)
 }
 
 /// Opens the writer's connection and sets it up.
 pub(crate) fn establish_writer(
     location: &Location,
     busy_timeout: Duration,
-) -> Result<DbConnection, StoreError> {
-    let open_error = |error: &dyn std::fmt::Display| StoreError::Open {
-        location: location.to_string(),
-        reason: error.to_string(),
-    };
+) -> Result<DbConnection, OpenError> {
     match location {
         Location::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|error| StoreError::Open {
-                    location: location.to_string(),
-                    reason: format!("cannot create its folder: {error}"),
-                })?;
+                std::fs::create_dir_all(parent).map_err(OpenError::CreateFolder)?;
             }
             let mut conn = establish_sqlite(path)?;
-            setup_sqlite_writer(&mut conn, busy_timeout).map_err(|e| open_error(&e))?;
+            setup_sqlite_writer(&mut conn, busy_timeout).map_err(OpenError::Setup)?;
             Ok(DbConnection::Sqlite(conn))
         }
         #[cfg(feature = "postgres")]
         Location::Postgres(url) => {
-            let mut conn = diesel::PgConnection::establish(url).map_err(|e| open_error(&e))?;
+            let mut conn = diesel::PgConnection::establish(url).map_err(OpenError::Connect)?;
             conn.batch_execute(&format!(
                 "SET synchronous_commit = on; SET lock_timeout = {}; \
                  SET application_name = 'rpa-socket-server writer';",
                 busy_timeout.as_millis()
             ))
-            .map_err(|e| open_error(&e))?;
+            .map_err(OpenError::Setup)?;
             Ok(DbConnection::Pg(conn))
         }
         #[cfg(not(feature = "postgres"))]
-        Location::Postgres(_) => Err(open_error(
-            &"this build has no PostgreSQL support (build with `--features postgres`)",
-        )),
+        Location::Postgres(_) => Err(OpenError::NoPostgres),
     }
 }
 

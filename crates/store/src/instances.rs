@@ -17,10 +17,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::connection::DbConnection;
-use crate::jobs::{Delivery, JobStatus};
 use crate::schema::{instances, jobs, robots};
-use crate::time::to_micros;
-use crate::{DeliveryPolicy, StoreError, WriteTx};
+use crate::time::{Micros, to_micros};
+use crate::{Delivery, DeliveryPolicy, JobStatus, StoreError, WriteTx};
 
 /// What [`WriteTx::reap_instances`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,11 +32,14 @@ pub struct Reaped {
     pub sendings: usize,
 }
 
-/// One server instance, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One server instance, as recorded: also the row, as the queries read it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = instances, check_for_backend(crate::connection::MultiBackend))]
 pub struct InstanceRecord {
     pub id: String,
+    #[diesel(deserialize_as = Micros)]
     pub started_at: DateTime<Utc>,
+    #[diesel(deserialize_as = Micros)]
     pub lease_until: DateTime<Utc>,
     pub description: String,
 }
@@ -187,8 +189,8 @@ pub(crate) fn unconfirmed(
 ) -> Result<Vec<(i64, i32)>, StoreError> {
     Ok(jobs::table
         .filter(jobs::robot_address.eq_any(robots))
-        .filter(jobs::status.eq(JobStatus::Executed.as_str()))
-        .filter(jobs::delivery.eq_any([Delivery::Claimed.code(), Delivery::AwaitingAck.code()]))
+        .filter(jobs::status.eq(JobStatus::Executed))
+        .filter(jobs::delivery.eq_any([Delivery::Claimed, Delivery::AwaitingAck]))
         .select((jobs::id, jobs::attempts))
         .order(jobs::id.asc())
         .load(conn)?)
@@ -197,19 +199,9 @@ pub(crate) fn unconfirmed(
 impl crate::ReadConn<'_> {
     /// The instances sharing the database, oldest first.
     pub fn instances(&mut self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows: Vec<(String, i64, i64, String)> = instances::table
+        Ok(instances::table
             .order((instances::started_at.asc(), instances::id.asc()))
-            .load(self.conn)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, started_at, lease_until, description)| InstanceRecord {
-                    id,
-                    started_at: crate::time::from_micros(started_at),
-                    lease_until: crate::time::from_micros(lease_until),
-                    description,
-                },
-            )
-            .collect())
+            .select(InstanceRecord::as_select())
+            .load(self.conn)?)
     }
 }

@@ -7,11 +7,15 @@ mod idempotency;
 mod instances;
 mod jobs;
 mod notify;
+mod package_files;
+#[cfg(feature = "postgres")]
+mod pg_insert;
 mod retention;
 mod robots;
 mod schedules;
 mod schema;
 mod sending;
+mod status;
 mod time;
 mod transitions;
 mod writer;
@@ -26,20 +30,19 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use writer::Upkeep;
 
-pub use error::StoreError;
+pub use error::{Corruption, OpenError, StoreError, UnknownValue, Unreachable};
 pub use idempotency::{Created, Prior};
 pub use instances::{InstanceRecord, Reaped};
-pub use jobs::{
-    Delivery, DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, JobStatus,
-    NewJob, PackageFile,
-};
+pub use jobs::{DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, NewJob};
 pub use notify::{HandedOff, Listener};
+pub use package_files::PackageFile;
 pub use retention::PurgedJob;
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
 pub use schedules::{
     InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,
 };
 pub use sending::{Claimed, DueOutcome, Reach, RobotClaim};
+pub use status::{Delivery, JobStatus};
 pub use transitions::{AckOutcome, ChangeOutcome, DeclineOutcome, DeliveryPolicy, ReportOutcome};
 pub use writer::{
     BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,
@@ -204,23 +207,24 @@ impl Store {
     /// Opens (creating when missing) and migrates the database, and starts the writer thread.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let location = &config.location;
-        let open_error = |reason: String| StoreError::Open {
+        let open_error = |source: OpenError| StoreError::Open {
             location: location.to_string(),
-            reason,
+            source,
         };
-        let mut write_conn = connection::establish_writer(location, config.busy_timeout)?;
+        let mut write_conn =
+            connection::establish_writer(location, config.busy_timeout).map_err(open_error)?;
         migrate(&mut write_conn)?;
         if let Some(bytes) = config.max_size
             && let Some(conn) = write_conn.sqlite()
         {
             connection::limit_size(conn, bytes)
-                .map_err(|error| open_error(format!("cannot limit its size: {error}")))?;
+                .map_err(|error| open_error(OpenError::LimitSize(error)))?;
         }
 
         let url = match location {
             Location::Sqlite(path) => path
                 .to_str()
-                .ok_or_else(|| open_error("the path is not valid UTF-8".to_owned()))?
+                .ok_or_else(|| open_error(OpenError::PathNotUtf8))?
                 .to_owned(),
             Location::Postgres(url) => url.clone(),
         };
@@ -233,7 +237,7 @@ impl Store {
                 busy_timeout: config.busy_timeout.min(Duration::from_secs(5)),
             }))
             .build(ConnectionManager::<DbConnection>::new(url))
-            .map_err(|error| open_error(error.to_string()))?;
+            .map_err(|error| open_error(OpenError::Readers(error)))?;
 
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let writer = Writer::start(
@@ -324,14 +328,14 @@ fn migrate(conn: &mut DbConnection) -> Result<(), StoreError> {
             use diesel::connection::SimpleConnection;
             const MIGRATION_LOCK: i64 = 0x7270_615f_6d69_6772; // "rpa_migr"
             conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-                .map_err(|error| StoreError::Migration(error.to_string()))?;
+                .map_err(|error| StoreError::Migration(error.into()))?;
             let outcome = conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop);
             let unlocked =
                 conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
             outcome.and_then(|()| unlocked.map_err(Into::into))
         }
     };
-    outcome.map_err(|error| StoreError::Migration(error.to_string()))
+    outcome.map_err(StoreError::Migration)
 }
 
 #[cfg(test)]

@@ -117,8 +117,9 @@ pub(crate) fn listen(
             let thread = std::thread::Builder::new()
                 .name("db-listener".to_owned())
                 .spawn(move || pg::run(conn, &url, &channel, &stopping, &*deliver))
-                .map_err(|error| {
-                    StoreError::Pool(format!("cannot start the listener thread: {error}"))
+                .map_err(|source| StoreError::Thread {
+                    thread: "listener",
+                    source,
                 })?;
             Ok(Some(Listener {
                 stop,
@@ -130,7 +131,7 @@ pub(crate) fn listen(
             let _ = (instance, deliver);
             Err(StoreError::Open {
                 location: location.to_string(),
-                reason: "this build has no PostgreSQL support".to_owned(),
+                source: crate::OpenError::NoPostgres,
             })
         }
     }
@@ -145,11 +146,10 @@ mod pg {
     use diesel::{Connection, PgConnection};
 
     use super::{HandedOff, POLL};
-    use crate::StoreError;
+    use crate::{StoreError, Unreachable};
 
     pub(super) fn connect(url: &str, channel: &str) -> Result<PgConnection, StoreError> {
-        let mut conn = PgConnection::establish(url)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        let mut conn = PgConnection::establish(url).map_err(Unreachable::Connect)?;
         conn.batch_execute(&format!(
             "SET application_name = 'rpa-socket-server listener'; LISTEN \"{}\";",
             channel.replace('"', "\"\"")

@@ -4,10 +4,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::jobs::JobStatus;
 use crate::schema::{idempotency_keys, jobs, robot_messages, schedule_events};
 use crate::time::to_micros;
-use crate::{StoreError, WriteTx};
+use crate::{JobStatus, StoreError, WriteTx};
 
 /// A purged job: its id and package name, to remove its package file too.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +15,11 @@ pub struct PurgedJob {
     pub package_name: String,
 }
 
-const FINAL: [&str; 3] = ["Succeeded", "Failed", "Cancelled"];
+const FINAL: [JobStatus; 3] = [
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
 
 impl WriteTx<'_> {
     /// Deletes up to `limit` finished jobs (Succeeded, Failed, Cancelled) last changed before
@@ -27,9 +30,9 @@ impl WriteTx<'_> {
         limit: i64,
     ) -> Result<Vec<PurgedJob>, StoreError> {
         debug_assert!(
-            FINAL
+            JobStatus::ALL
                 .iter()
-                .all(|s| JobStatus::parse(s).is_some_and(JobStatus::is_final))
+                .all(|status| status.is_final() == FINAL.contains(status))
         );
         let old: Vec<(i64, String)> = jobs::table
             .filter(jobs::status.eq_any(FINAL))

@@ -4,11 +4,13 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::schema::{robot_messages, robots};
-use crate::time::{from_micros, to_micros};
+use crate::time::{Micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
-/// A robot as stored. Times are UTC; JSON columns are kept as text, as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A robot as stored: also the row, as the queries read it. Times are UTC; JSON columns are
+/// kept as text, as received.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = robots, check_for_backend(crate::connection::MultiBackend))]
 pub struct RobotRecord {
     pub address: String,
     pub name: String,
@@ -18,43 +20,15 @@ pub struct RobotRecord {
     pub connection_id: Option<String>,
     /// 1 for field robots, 2 for the extended protocol.
     pub protocol: i32,
+    #[diesel(deserialize_as = Micros)]
     pub first_seen: DateTime<Utc>,
+    #[diesel(deserialize_as = Micros)]
     pub last_seen: DateTime<Utc>,
     /// The metadata object as received (JSON).
     pub metadata: String,
     /// The server instance that holds its live connection (None when offline).
+    #[diesel(column_name = instance_id)]
     pub instance: Option<String>,
-}
-
-#[derive(Queryable)]
-struct RobotRow {
-    address: String,
-    name: String,
-    user_id: Option<String>,
-    online: bool,
-    connection_id: Option<String>,
-    protocol: i32,
-    first_seen: i64,
-    last_seen: i64,
-    metadata: String,
-    instance_id: Option<String>,
-}
-
-impl From<RobotRow> for RobotRecord {
-    fn from(row: RobotRow) -> Self {
-        RobotRecord {
-            address: row.address,
-            name: row.name,
-            user_id: row.user_id,
-            online: row.online,
-            connection_id: row.connection_id,
-            protocol: row.protocol,
-            first_seen: from_micros(row.first_seen),
-            last_seen: from_micros(row.last_seen),
-            metadata: row.metadata,
-            instance: row.instance_id,
-        }
-    }
 }
 
 /// What a robot's accepted metadata records.
@@ -70,35 +44,16 @@ pub struct RobotRegistration {
 }
 
 /// A message a robot sent, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = robot_messages, check_for_backend(crate::connection::MultiBackend))]
 pub struct RobotMessageRecord {
     pub id: i64,
     pub robot_address: String,
     pub connection_id: String,
+    #[diesel(deserialize_as = Micros)]
     pub received_at: DateTime<Utc>,
     /// JSON as the robot sent it.
     pub value: String,
-}
-
-#[derive(Queryable)]
-struct RobotMessageRow {
-    id: i64,
-    robot_address: String,
-    connection_id: String,
-    received_at: i64,
-    value: String,
-}
-
-impl From<RobotMessageRow> for RobotMessageRecord {
-    fn from(row: RobotMessageRow) -> Self {
-        RobotMessageRecord {
-            id: row.id,
-            robot_address: row.robot_address,
-            connection_id: row.connection_id,
-            received_at: from_micros(row.received_at),
-            value: row.value,
-        }
-    }
 }
 
 /// Which robots a listing returns: keyset pages ordered by address.
@@ -110,6 +65,20 @@ pub struct RobotFilter {
     pub limit: i64,
 }
 
+/// What a registration writes to the robot's row, the first time and every time after.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = robots, treat_none_as_null = true)]
+struct Registered<'a> {
+    name: &'a str,
+    user_id: Option<&'a str>,
+    online: bool,
+    connection_id: &'a str,
+    protocol: i32,
+    last_seen: i64,
+    metadata: &'a str,
+    instance_id: &'a str,
+}
+
 impl WriteTx<'_> {
     /// Records the robot as online on `connection_id`, creating it on its first registration.
     /// Returns true when the robot was new.
@@ -118,21 +87,22 @@ impl WriteTx<'_> {
         robot: &RobotRegistration,
         policy: &crate::DeliveryPolicy,
     ) -> Result<bool, StoreError> {
-        let at = to_micros(robot.at);
         if self.conn.shared() {
             self.take_over(robot, policy)?;
         }
+        let at = to_micros(robot.at);
+        let registered = Registered {
+            name: &robot.name,
+            user_id: robot.user_id.as_deref(),
+            online: true,
+            connection_id: &robot.connection_id,
+            protocol: robot.protocol,
+            last_seen: at,
+            metadata: &robot.metadata,
+            instance_id: self.instance,
+        };
         let updated = diesel::update(robots::table.find(&robot.address))
-            .set((
-                robots::name.eq(&robot.name),
-                robots::user_id.eq(&robot.user_id),
-                robots::online.eq(true),
-                robots::connection_id.eq(&robot.connection_id),
-                robots::protocol.eq(robot.protocol),
-                robots::last_seen.eq(at),
-                robots::metadata.eq(&robot.metadata),
-                robots::instance_id.eq(self.instance),
-            ))
+            .set(&registered)
             .execute(self.conn)?;
         if updated > 0 {
             return Ok(false);
@@ -140,15 +110,8 @@ impl WriteTx<'_> {
         diesel::insert_into(robots::table)
             .values((
                 robots::address.eq(&robot.address),
-                robots::name.eq(&robot.name),
-                robots::user_id.eq(&robot.user_id),
-                robots::online.eq(true),
-                robots::connection_id.eq(&robot.connection_id),
-                robots::protocol.eq(robot.protocol),
                 robots::first_seen.eq(at),
-                robots::last_seen.eq(at),
-                robots::metadata.eq(&robot.metadata),
-                robots::instance_id.eq(self.instance),
+                &registered,
             ))
             .execute(self.conn)?;
         Ok(true)
@@ -247,9 +210,9 @@ impl ReadConn<'_> {
     pub fn robot(&mut self, address: &str) -> Result<Option<RobotRecord>, StoreError> {
         Ok(robots::table
             .find(address)
-            .first::<RobotRow>(self.conn)
-            .optional()?
-            .map(RobotRecord::from))
+            .select(RobotRecord::as_select())
+            .first(self.conn)
+            .optional()?)
     }
 
     pub fn robots(&mut self, filter: &RobotFilter) -> Result<Vec<RobotRecord>, StoreError> {
@@ -263,10 +226,8 @@ impl ReadConn<'_> {
         Ok(query
             .order(robots::address.asc())
             .limit(filter.limit)
-            .load::<RobotRow>(self.conn)?
-            .into_iter()
-            .map(RobotRecord::from)
-            .collect())
+            .select(RobotRecord::as_select())
+            .load(self.conn)?)
     }
 
     pub fn count_robots(&mut self) -> Result<(i64, i64), StoreError> {
@@ -294,9 +255,7 @@ impl ReadConn<'_> {
         Ok(query
             .order(robot_messages::id.desc())
             .limit(limit)
-            .load::<RobotMessageRow>(self.conn)?
-            .into_iter()
-            .map(RobotMessageRecord::from)
-            .collect())
+            .select(RobotMessageRecord::as_select())
+            .load(self.conn)?)
     }
 }

@@ -8,18 +8,21 @@ use diesel::prelude::*;
 use crate::connection::DbConnection;
 
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::jobs::{IdempotencyKey, JobStatus, NewJob, insert_row, record_event, robot_exists};
+use crate::jobs::{IdempotencyKey, NewJob, insert_row, record_event, robot_exists};
 use crate::schema::{jobs, schedule_events, schedules};
-use crate::time::{from_micros, to_micros};
-use crate::{JobRecord, ReadConn, StoreError, WriteTx};
+use crate::time::{Micros, OptionalMicros, from_micros, to_micros};
+use crate::{JobRecord, JobStatus, ReadConn, StoreError, WriteTx};
 
-/// A recurring schedule as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A recurring schedule as stored: also the row, as the queries read it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = schedules, check_for_backend(crate::connection::MultiBackend))]
 pub struct ScheduleRecord {
     pub id: i64,
     pub cron: String,
     pub timezone: String,
+    #[diesel(column_name = start_at, deserialize_as = OptionalMicros)]
     pub start: Option<DateTime<Utc>>,
+    #[diesel(column_name = end_at, deserialize_as = OptionalMicros)]
     pub end: Option<DateTime<Utc>>,
     /// The trigger's Package object as received (JSON).
     pub package: String,
@@ -29,53 +32,16 @@ pub struct ScheduleRecord {
     /// False once deleted or past its last occurrence.
     pub active: bool,
     /// The next occurrence not yet handled.
+    #[diesel(deserialize_as = OptionalMicros)]
     pub next_run_at: Option<DateTime<Utc>>,
     /// The last occurrence handled.
+    #[diesel(deserialize_as = OptionalMicros)]
     pub last_fire_at: Option<DateTime<Utc>>,
+    #[diesel(deserialize_as = Micros)]
     pub created_at: DateTime<Utc>,
+    #[diesel(deserialize_as = Micros)]
     pub updated_at: DateTime<Utc>,
     pub ended_reason: Option<String>,
-}
-
-#[derive(Queryable)]
-struct ScheduleRow {
-    id: i64,
-    cron: String,
-    timezone: String,
-    start_at: Option<i64>,
-    end_at: Option<i64>,
-    package: String,
-    package_name: String,
-    robot_address: String,
-    robot_name: String,
-    active: bool,
-    next_run_at: Option<i64>,
-    last_fire_at: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-    ended_reason: Option<String>,
-}
-
-impl From<ScheduleRow> for ScheduleRecord {
-    fn from(row: ScheduleRow) -> Self {
-        ScheduleRecord {
-            id: row.id,
-            cron: row.cron,
-            timezone: row.timezone,
-            start: row.start_at.map(from_micros),
-            end: row.end_at.map(from_micros),
-            package: row.package,
-            package_name: row.package_name,
-            robot_address: row.robot_address,
-            robot_name: row.robot_name,
-            active: row.active,
-            next_run_at: row.next_run_at.map(from_micros),
-            last_fire_at: row.last_fire_at.map(from_micros),
-            created_at: from_micros(row.created_at),
-            updated_at: from_micros(row.updated_at),
-            ended_reason: row.ended_reason,
-        }
-    }
 }
 
 /// A schedule to create. `next_run_at` is its first occurrence, computed by the caller.
@@ -103,27 +69,19 @@ pub enum InsertSchedule {
 }
 
 /// An entry of a schedule's history.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = schedule_events, check_for_backend(crate::connection::MultiBackend))]
 pub struct ScheduleEventRecord {
     pub id: i64,
     pub schedule_id: i64,
+    #[diesel(deserialize_as = OptionalMicros)]
     pub occurrence: Option<DateTime<Utc>>,
+    #[diesel(deserialize_as = Micros)]
     pub at: DateTime<Utc>,
     /// `skipped`, `catch_up`, `missed`, `ended`, `deleted`.
     pub kind: String,
     pub job_id: Option<i64>,
     pub reason: String,
-}
-
-#[derive(Queryable)]
-struct ScheduleEventRow {
-    id: i64,
-    schedule_id: i64,
-    occurrence: Option<i64>,
-    at: i64,
-    kind: String,
-    job_id: Option<i64>,
-    reason: String,
 }
 
 /// Which schedules a listing returns: newest first, keyset pages by id.
@@ -151,9 +109,9 @@ pub(crate) fn load_schedule(
 ) -> Result<Option<ScheduleRecord>, StoreError> {
     Ok(schedules::table
         .find(id)
-        .first::<ScheduleRow>(conn)
-        .optional()?
-        .map(ScheduleRecord::from))
+        .select(ScheduleRecord::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 impl WriteTx<'_> {
@@ -189,8 +147,8 @@ impl WriteTx<'_> {
         if let Some(key) = &new.idempotency {
             idempotency::remember(self.conn, key, None, Some(id), new.created_at)?;
         }
-        let record = load_schedule(self.conn, id)?
-            .ok_or_else(|| StoreError::Corrupt(format!("schedule {id} vanished")))?;
+        let record =
+            load_schedule(self.conn, id)?.ok_or_else(|| StoreError::vanished("schedule", id))?;
         Ok(InsertSchedule::Created(Box::new(record)))
     }
 
@@ -202,19 +160,21 @@ impl WriteTx<'_> {
     /// the rest of the transaction, and None if another instance is firing it right now (that
     /// one handles the occurrence; the next is in everyone's reads once it commits).
     pub fn schedule_to_fire(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
-        let query = schedules::table.find(id);
-        let row: Option<ScheduleRow> =
-            crate::connection::locked!(&mut *self.conn, query, skip_locked, |q, c| q
-                .first::<ScheduleRow>(c)
-                .optional())?;
-        Ok(row.map(ScheduleRecord::from))
+        Ok(crate::connection::locked!(
+            &mut *self.conn,
+            schedules::table
+                .find(id)
+                .select(ScheduleRecord::as_select()),
+            skip_locked,
+            |q, c| q.first(c).optional()
+        )?)
     }
 
     /// A Pending instance of the schedule, if one is still waiting.
     pub fn pending_instance(&mut self, schedule_id: i64) -> Result<Option<i64>, StoreError> {
         Ok(jobs::table
             .filter(jobs::schedule_id.eq(schedule_id))
-            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .filter(jobs::status.eq(JobStatus::Pending))
             .select(jobs::id)
             .first(self.conn)
             .optional()?)
@@ -303,13 +263,13 @@ impl WriteTx<'_> {
         }
         let pending: Vec<i64> = jobs::table
             .filter(jobs::schedule_id.eq(id))
-            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .filter(jobs::status.eq(JobStatus::Pending))
             .select(jobs::id)
             .load(self.conn)?;
         for job in &pending {
             diesel::update(jobs::table.find(job))
                 .set((
-                    jobs::status.eq(JobStatus::Cancelled.as_str()),
+                    jobs::status.eq(JobStatus::Cancelled),
                     jobs::wake_at.eq(None::<i64>),
                     jobs::updated_at.eq(to_micros(now)),
                 ))
@@ -342,8 +302,8 @@ impl WriteTx<'_> {
                 pending.len()
             ),
         )?;
-        let schedule = load_schedule(self.conn, id)?
-            .ok_or_else(|| StoreError::Corrupt(format!("schedule {id} vanished")))?;
+        let schedule =
+            load_schedule(self.conn, id)?.ok_or_else(|| StoreError::vanished("schedule", id))?;
         Ok(StopOutcome::Stopped(Box::new(schedule), pending))
     }
 }
@@ -370,10 +330,8 @@ impl ReadConn<'_> {
         Ok(query
             .order(schedules::id.desc())
             .limit(filter.limit)
-            .load::<ScheduleRow>(self.conn)?
-            .into_iter()
-            .map(ScheduleRecord::from)
-            .collect())
+            .select(ScheduleRecord::as_select())
+            .load(self.conn)?)
     }
 
     /// Schedules whose next occurrence is at or before `until`, earliest first.
@@ -405,17 +363,7 @@ impl ReadConn<'_> {
             .filter(schedule_events::schedule_id.eq(schedule_id))
             .order(schedule_events::id.desc())
             .limit(limit)
-            .load::<ScheduleEventRow>(self.conn)?
-            .into_iter()
-            .map(|row| ScheduleEventRecord {
-                id: row.id,
-                schedule_id: row.schedule_id,
-                occurrence: row.occurrence.map(from_micros),
-                at: from_micros(row.at),
-                kind: row.kind,
-                job_id: row.job_id,
-                reason: row.reason,
-            })
-            .collect())
+            .select(ScheduleEventRecord::as_select())
+            .load(self.conn)?)
     }
 }

@@ -20,11 +20,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
 use crate::connection::{DbConnection, locked};
-use crate::jobs::{Delivery, JobStatus, record_events};
+use crate::jobs::record_events;
 use crate::schema::{jobs, robots};
 use crate::time::{from_micros, to_micros};
-use crate::transitions::{CURRENT_COLUMNS, Current, CurrentRow, seconds};
-use crate::{DeliveryPolicy, StoreError, WriteTx};
+use crate::transitions::{Current, seconds};
+use crate::{Delivery, DeliveryPolicy, JobStatus, StoreError, WriteTx};
 
 /// Rows per statement (SQLite allows 32,766 bound values).
 const CHUNK: usize = 500;
@@ -168,16 +168,16 @@ fn load(
 ) -> Result<HashMap<i64, Current>, StoreError> {
     let mut rows = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
-        let query = jobs::table
-            .filter(jobs::id.eq_any(chunk))
-            .order(jobs::id.asc())
-            .select((jobs::id, CURRENT_COLUMNS));
-        let loaded: Vec<(i64, CurrentRow)> =
-            locked!(&mut *conn, query, skip_locked = skip_locked, |q, c| q
-                .load(c))?;
-        for (id, row) in loaded {
-            rows.insert(id, Current::from_row(row)?);
-        }
+        let loaded: Vec<(i64, Current)> = locked!(
+            &mut *conn,
+            jobs::table
+                .filter(jobs::id.eq_any(chunk))
+                .order(jobs::id.asc())
+                .select((jobs::id, Current::as_select())),
+            skip_locked = skip_locked,
+            |q, c| q.load(c)
+        )?;
+        rows.extend(loaded);
     }
     Ok(rows)
 }
@@ -299,7 +299,7 @@ impl WriteTx<'_> {
         // just registered here); skipping it would leave it parked until the next registration.
         let query = jobs::table
             .filter(jobs::robot_address.eq(robot_address))
-            .filter(jobs::status.eq(JobStatus::Pending.as_str()))
+            .filter(jobs::status.eq(JobStatus::Pending))
             .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
             .order(jobs::id.asc())
             .select(jobs::id)
@@ -348,14 +348,11 @@ impl WriteTx<'_> {
                 recorded += diesel::update(
                     jobs::table
                         .filter(jobs::id.eq_any(chunk))
-                        .filter(jobs::status.eq(JobStatus::Executed.as_str()))
-                        .filter(jobs::delivery.eq(Delivery::Claimed.code()))
+                        .filter(jobs::status.eq(JobStatus::Executed))
+                        .filter(jobs::delivery.eq(Delivery::Claimed))
                         .filter(jobs::attempts.eq(attempt)),
                 )
-                .set((
-                    jobs::delivery.eq(delivery.code()),
-                    jobs::wake_at.eq(wake_at),
-                ))
+                .set((jobs::delivery.eq(delivery), jobs::wake_at.eq(wake_at)))
                 .execute(self.conn)?;
             }
         }
@@ -416,8 +413,8 @@ impl WriteTx<'_> {
             let claimed: Vec<(i64, String)> =
                 diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
                     .set((
-                        jobs::status.eq(JobStatus::Executed.as_str()),
-                        jobs::delivery.eq(Delivery::Claimed.code()),
+                        jobs::status.eq(JobStatus::Executed),
+                        jobs::delivery.eq(Delivery::Claimed),
                         jobs::attempts.eq(jobs::attempts + 1),
                         jobs::wake_at.eq(Some(to_micros(now + policy.claim_guard))),
                         jobs::sent_at.eq(Some(now_micros)),
@@ -430,8 +427,8 @@ impl WriteTx<'_> {
         for chunk in parks.chunks(CHUNK) {
             diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
                 .set((
-                    jobs::status.eq(JobStatus::Pending.as_str()),
-                    jobs::delivery.eq(Delivery::Idle.code()),
+                    jobs::status.eq(JobStatus::Pending),
+                    jobs::delivery.eq(Delivery::Idle),
                     jobs::wake_at.eq(None::<i64>),
                     jobs::updated_at.eq(now_micros),
                 ))

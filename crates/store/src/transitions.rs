@@ -16,10 +16,10 @@ use diesel::prelude::*;
 
 use crate::connection::DbConnection;
 
-use crate::jobs::{Delivery, JobStatus, load_job, record_event};
+use crate::jobs::{load_job, record_event};
 use crate::schema::jobs;
 use crate::time::to_micros;
-use crate::{JobRecord, StoreError, WriteTx};
+use crate::{Delivery, JobRecord, JobStatus, StoreError, WriteTx};
 
 /// The rules of sending, from the server's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,68 +102,37 @@ pub enum ChangeOutcome {
     Conflict(JobStatus),
 }
 
+/// The columns of a job's row a transition decides on.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = jobs, check_for_backend(crate::connection::MultiBackend))]
 pub(crate) struct Current {
     pub(crate) status: JobStatus,
     pub(crate) delivery: Delivery,
     pub(crate) attempts: i32,
     pub(crate) forced: bool,
+    /// Microseconds, as stored: compared with others as they are.
     pub(crate) run_at: i64,
     pub(crate) wake_at: Option<i64>,
     pub(crate) robot_address: String,
 }
 
-pub(crate) type CurrentRow = (String, i32, i32, bool, i64, Option<i64>, String);
-
-/// The columns of a [`CurrentRow`], in its order.
-pub(crate) const CURRENT_COLUMNS: (
-    jobs::status,
-    jobs::delivery,
-    jobs::attempts,
-    jobs::forced,
-    jobs::run_at,
-    jobs::wake_at,
-    jobs::robot_address,
-) = (
-    jobs::status,
-    jobs::delivery,
-    jobs::attempts,
-    jobs::forced,
-    jobs::run_at,
-    jobs::wake_at,
-    jobs::robot_address,
-);
-
 /// The job's row as a transition decides on it. With several instances the row is locked until
 /// the transaction ends, so that another instance's decision on it (a claim, a report, a cancel)
 /// comes wholly before or wholly after this one, never in between the read and the write.
 pub(crate) fn current(conn: &mut DbConnection, id: i64) -> Result<Option<Current>, StoreError> {
-    let query = jobs::table.find(id).select(CURRENT_COLUMNS);
-    let row: Option<CurrentRow> =
-        crate::connection::locked!(&mut *conn, query, |q, c| q.first(c).optional())?;
-    row.map(Current::from_row).transpose()
-}
-
-impl Current {
-    pub(crate) fn from_row(row: CurrentRow) -> Result<Current, StoreError> {
-        let (status, delivery, attempts, forced, run_at, wake_at, robot_address) = row;
-        Ok(Current {
-            status: JobStatus::from_stored(&status)?,
-            delivery: Delivery::from_code(delivery)?,
-            attempts,
-            forced,
-            run_at,
-            wake_at,
-            robot_address,
-        })
-    }
+    Ok(crate::connection::locked!(
+        &mut *conn,
+        jobs::table.find(id).select(Current::as_select()),
+        |q, c| q.first(c).optional()
+    )?)
 }
 
 /// The job's row while sending number `attempt` of it is claimed and unconfirmed: what a
 /// confirmation or a hand-back may change, and nothing newer.
 #[diesel::dsl::auto_type]
 fn claimed_sending(id: i64, attempt: i32) -> _ {
-    let executed: &'static str = JobStatus::Executed.as_str();
-    let claimed: i32 = Delivery::Claimed.code();
+    let executed: JobStatus = JobStatus::Executed;
+    let claimed: Delivery = Delivery::Claimed;
     jobs::table
         .find(id)
         .filter(jobs::status.eq(executed))
@@ -195,8 +164,8 @@ impl WriteTx<'_> {
     ) -> Result<(), StoreError> {
         diesel::update(jobs::table.find(id))
             .set((
-                jobs::status.eq(status.as_str()),
-                jobs::delivery.eq(delivery.code()),
+                jobs::status.eq(status),
+                jobs::delivery.eq(delivery),
                 jobs::wake_at.eq(wake_at.map(to_micros)),
                 jobs::updated_at.eq(to_micros(now)),
             ))
@@ -213,8 +182,8 @@ impl WriteTx<'_> {
     ) -> Result<(), StoreError> {
         diesel::update(jobs::table.find(id))
             .set((
-                jobs::status.eq(JobStatus::Failed.as_str()),
-                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::status.eq(JobStatus::Failed),
+                jobs::delivery.eq(Delivery::Idle),
                 jobs::wake_at.eq(None::<i64>),
                 jobs::last_error.eq(Some(error)),
                 jobs::updated_at.eq(to_micros(now)),
@@ -236,8 +205,8 @@ impl WriteTx<'_> {
     ) -> Result<bool, StoreError> {
         let updated = diesel::update(claimed_sending(id, attempt))
             .set((
-                jobs::status.eq(JobStatus::Pending.as_str()),
-                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::status.eq(JobStatus::Pending),
+                jobs::delivery.eq(Delivery::Idle),
                 jobs::attempts.eq(attempt - 1),
                 jobs::wake_at.eq(Some(to_micros(retry_at))),
                 jobs::updated_at.eq(to_micros(now)),
@@ -311,20 +280,23 @@ impl WriteTx<'_> {
             return Ok(ReportOutcome::NotReportable(job.status));
         }
         let (to, reason, last_error) = if success {
-            ("Succeeded", "the robot reported success".to_owned(), None)
+            (
+                JobStatus::Succeeded,
+                "the robot reported success".to_owned(),
+                None,
+            )
         } else {
             let detail = message.map(bounded);
             let reason = match &detail {
                 Some(detail) => format!("the robot reported failure: {detail}"),
                 None => "the robot reported failure".to_owned(),
             };
-            ("Failed", reason.clone(), Some(reason))
+            (JobStatus::Failed, reason.clone(), Some(reason))
         };
-        let to = JobStatus::from_stored(to)?;
         diesel::update(jobs::table.find(id))
             .set((
-                jobs::status.eq(to.as_str()),
-                jobs::delivery.eq(Delivery::Written.code()),
+                jobs::status.eq(to),
+                jobs::delivery.eq(Delivery::Written),
                 jobs::wake_at.eq(None::<i64>),
                 jobs::updated_at.eq(to_micros(now)),
             ))
@@ -352,7 +324,7 @@ impl WriteTx<'_> {
     ) -> Result<DeclineOutcome, StoreError> {
         let mut query = jobs::table
             .filter(jobs::robot_address.eq(robot_address))
-            .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+            .filter(jobs::status.eq(JobStatus::Executed))
             .into_boxed();
         if !package_name.is_empty() {
             query = query.filter(jobs::package_name.eq(package_name));
@@ -375,8 +347,8 @@ impl WriteTx<'_> {
         let delay = DeliveryPolicy::backoff(attempts);
         diesel::update(jobs::table.find(id))
             .set((
-                jobs::status.eq(JobStatus::Pending.as_str()),
-                jobs::delivery.eq(Delivery::Idle.code()),
+                jobs::status.eq(JobStatus::Pending),
+                jobs::delivery.eq(Delivery::Idle),
                 jobs::wake_at.eq(Some(to_micros(now + delay))),
                 jobs::last_error.eq(Some("the robot declined the package")),
                 jobs::updated_at.eq(to_micros(now)),
@@ -514,8 +486,8 @@ impl WriteTx<'_> {
         policy: &DeliveryPolicy,
     ) -> Result<usize, StoreError> {
         let in_flight: Vec<(i64, i32)> = jobs::table
-            .filter(jobs::delivery.eq_any([Delivery::Claimed.code(), Delivery::AwaitingAck.code()]))
-            .filter(jobs::status.eq(JobStatus::Executed.as_str()))
+            .filter(jobs::delivery.eq_any([Delivery::Claimed, Delivery::AwaitingAck]))
+            .filter(jobs::status.eq(JobStatus::Executed))
             .select((jobs::id, jobs::attempts))
             .load(self.conn)?;
         let count = in_flight.len();

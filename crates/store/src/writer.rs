@@ -25,7 +25,7 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::connection::DbConnection;
-use crate::{Location, StoreError};
+use crate::{Location, StoreError, Unreachable};
 
 /// A write transaction, lent to one operation at a time. Operations are the methods defined on
 /// it in the rest of this crate.
@@ -41,7 +41,7 @@ trait Pending: Send {
     /// Runs the write, in a savepoint of its own when `isolated`. False when it failed.
     fn attempt(&mut self, tx: &mut WriteTx<'_>, isolated: bool) -> bool;
     /// Tells the requester its result, or the batch's commit error if there was one.
-    fn finish(self: Box<Self>, commit_error: Option<&StoreError>);
+    fn finish(self: Box<Self>, commit_error: Option<&Arc<StoreError>>);
 }
 
 type Operation = Box<dyn Pending>;
@@ -69,11 +69,11 @@ where
         ok
     }
 
-    fn finish(self: Box<Self>, commit_error: Option<&StoreError>) {
+    fn finish(self: Box<Self>, commit_error: Option<&Arc<StoreError>>) {
         let Write { reply, result, .. } = *self;
         reply(match (commit_error, result) {
             (None, Some(result)) => result,
-            (Some(error), _) => Err(error.replicate()),
+            (Some(error), _) => Err(StoreError::replicate(error)),
             (None, None) => Err(StoreError::WriterStopped),
         });
     }
@@ -206,8 +206,9 @@ impl Writer {
                     &instance,
                 )
             })
-            .map_err(|error| {
-                StoreError::Pool(format!("cannot start the writer thread: {error}"))
+            .map_err(|source| StoreError::Thread {
+                thread: "writer",
+                source,
             })?;
         Ok(Writer {
             sender,
@@ -401,8 +402,11 @@ fn run(
                     log::info!("database writer connected again to {}", upkeep.location);
                     conn = fresh;
                 }
-                Err(error) => {
-                    let error = StoreError::Unavailable(error.to_string());
+                Err(source) => {
+                    let error = Arc::new(StoreError::from(Unreachable::Reconnect {
+                        location: upkeep.location.to_string(),
+                        source,
+                    }));
                     stats.record(batch.len(), 0, false);
                     for op in batch.drain(..) {
                         op.finish(Some(&error));
@@ -472,9 +476,7 @@ fn commit_batch(
                 // Cannot happen: each write's savepoint was released or rolled back. Were it to,
                 // committing would report success for writes that were rolled back.
                 <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
-                return Err(StoreError::Failed(
-                    "a failed statement aborted the transaction".to_owned(),
-                ));
+                return Err(StoreError::Aborted);
             }
         }
         if let Err(error) =
@@ -499,27 +501,12 @@ fn commit_batch(
     })();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(size, micros, outcome.is_ok());
-    let error = outcome.as_ref().err();
-    if let Some(error) = error {
+    let error = outcome.err().map(Arc::new);
+    if let Some(error) = &error {
         log::warn!("database commit of {size} writes failed: {error}");
     }
     for op in batch.drain(..) {
-        op.finish(error);
+        op.finish(error.as_ref());
     }
-    matches!(error, Some(StoreError::Unavailable(_)))
-}
-
-impl StoreError {
-    /// The same failure again, for each write of a batch whose commit failed.
-    pub(crate) fn replicate(&self) -> StoreError {
-        match self {
-            StoreError::Busy => StoreError::Busy,
-            StoreError::Full => StoreError::Full,
-            StoreError::ReadOnly(reason) => StoreError::ReadOnly(reason.clone()),
-            StoreError::Overloaded => StoreError::Overloaded,
-            StoreError::WriterStopped => StoreError::WriterStopped,
-            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
-            other => StoreError::Failed(other.to_string()),
-        }
-    }
+    matches!(error.as_deref(), Some(StoreError::Unavailable(_)))
 }

@@ -17,6 +17,40 @@ fn a_robot_registers_once_and_is_updated_after() {
 }
 
 #[test]
+fn a_registration_again_records_all_it_brings_a_missing_user_id_included() {
+    let store = open();
+    register(&store, "A", "c1");
+    let first = store.read(|c| c.robot("A")).unwrap().unwrap();
+    let again = rpa_store::RobotRegistration {
+        address: "A".to_owned(),
+        name: "renamed".to_owned(),
+        user_id: None,
+        protocol: 2,
+        metadata: "{}".to_owned(),
+        connection_id: "c2".to_owned(),
+        at: t0() + common::secs(60),
+    };
+    let new = store
+        .writer()
+        .run(move |tx| tx.register_robot(&again, &rpa_store::DeliveryPolicy::default()))
+        .unwrap();
+    assert!(!new);
+    let robot = store.read(|c| c.robot("A")).unwrap().unwrap();
+    assert_eq!(
+        robot,
+        rpa_store::RobotRecord {
+            name: "renamed".to_owned(),
+            user_id: None,
+            connection_id: Some("c2".to_owned()),
+            protocol: 2,
+            last_seen: t0() + common::secs(60),
+            metadata: "{}".to_owned(),
+            ..first
+        }
+    );
+}
+
+#[test]
 fn only_the_live_connection_takes_a_robot_offline() {
     let store = open();
     register(&store, "A", "old");

@@ -251,3 +251,64 @@ fn the_wal_stays_bounded_under_a_writer_that_never_pauses() {
         "the WAL reached {largest} bytes (database {database} bytes)"
     );
 }
+
+#[test]
+fn a_stored_value_this_build_does_not_know_is_reported_as_corrupt_data() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("corrupt.db");
+    let store = Store::open(&StoreConfig::new(&path)).unwrap();
+    register(&store, "A", "c");
+    let job = common::create_job(&store, "A", t0());
+    let mut other = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    other
+        .batch_execute(&format!(
+            "UPDATE jobs SET status = 'Lost' WHERE id = {}",
+            job.id
+        ))
+        .unwrap();
+
+    let error = store.read(|c| c.job(job.id)).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    assert!(!error.is_transient());
+    assert!(
+        error
+            .to_string()
+            .starts_with(r#"stored data is corrupt: unknown job status "Lost""#),
+        "{error}"
+    );
+    let cause = std::error::Error::source(&error).unwrap();
+    assert!(cause.to_string().contains("unknown job status"), "{cause}");
+    store.shutdown();
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_says_where_and_why_and_keeps_the_cause() {
+    let folder = tempfile::tempdir().unwrap();
+    let blocker = folder.path().join("a-file");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let path = blocker.join("robots.db");
+    let error = Store::open(&StoreConfig::new(&path)).unwrap_err();
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "cannot open the database at {}: cannot create its folder: ",
+            path.display()
+        )),
+        "{shown}"
+    );
+    let mut causes = Vec::new();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(next) = cause {
+        causes.push(next);
+        cause = next.source();
+    }
+    assert!(
+        causes
+            .last()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .is_some(),
+        "{causes:?}"
+    );
+    assert!(!error.is_transient());
+}
