@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Server, http, http_raw, metadata, next_package, next_text, send};
+use common::{Server, http, http_raw, metadata, next_package, next_text, send, until_confirmed};
 use futures_util::SinkExt;
 use rpa_testkit::{Trigger, rfc3339_millis as rfc3339};
 use serde_json::{Value, json};
@@ -570,6 +570,9 @@ async fn after_kill_9_every_job_is_accounted_for() {
             .0,
         delivered
     );
+    // Confirmed before the robot goes: a sending unconfirmed when its connection ends is due
+    // again (and would rightly be sent again after the restart).
+    until_confirmed(&server, &mut ws, 1.0).await;
     wait_status(&server, delivered, "Executed").await;
     let due = create(&server, &trigger(in_secs(2))).await["id"]
         .as_i64()

@@ -6,32 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, eventually, http_raw, next_text, send};
+use common::{Server, eventually, metric_value as value, metrics, next_text, send};
 use rpa_testkit::Trigger;
 use serde_json::{Value, json};
 
 const ROBOT: &str = "001AFFDB45C2";
-
-async fn metrics(server: &Server) -> String {
-    let (status, headers, text) = http_raw(server.addr, "GET", "/metrics", None, &[]).await;
-    assert_eq!(status, 200);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
-    text
-}
-
-fn value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
-}
 
 fn trigger() -> Value {
     Trigger::new("p", "a/b.std").robot("R", ROBOT).to_json()

@@ -201,6 +201,39 @@ pub(crate) async fn close_code(ws: &mut Ws, limit: Duration) -> Option<u16> {
     }
 }
 
+/// `GET /metrics`, as text.
+pub(crate) async fn metrics(server: &Server) -> String {
+    let (status, headers, text) = http_raw(server.addr, "GET", "/metrics", None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    text
+}
+
+/// The value of one sample (`name` with its labels, as written) in a metrics text.
+pub(crate) fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+}
+
+/// Reads `ws` (which answers the server's pings) until the server has recorded `count` sendings
+/// as written: a field robot's sending is confirmed by its answer to the ping behind the package.
+pub(crate) async fn until_confirmed(server: &Server, ws: &mut Ws, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(&metrics(server).await, "rpa_sendings_confirmed_total") < count {
+        assert!(Instant::now() < deadline, "the sending was never confirmed");
+        next_text(ws, Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` until it returns `Some`, for at most `limit`.
 pub(crate) async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> T
 where

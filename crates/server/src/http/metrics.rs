@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     pub(crate) robot_messages: AtomicU64,
     pub(crate) bad_frames: AtomicU64,
     pub(crate) deliveries: AtomicU64,
+    pub(crate) sendings_confirmed: AtomicU64,
     pub(crate) resends: AtomicU64,
     pub(crate) declines: AtomicU64,
     pub(crate) acks: AtomicU64,

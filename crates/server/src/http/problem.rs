@@ -308,7 +308,11 @@ mod tests {
             (StoreError::Full, 507, "storage_full"),
             (StoreError::Overloaded, 503, "overloaded"),
             (StoreError::WriterStopped, 503, "shutting_down"),
-            (StoreError::Corrupt("x".into()), 500, "internal_error"),
+            (
+                StoreError::Corrupt(rpa_store::Corruption::Vanished { what: "job", id: 1 }),
+                500,
+                "internal_error",
+            ),
         ] {
             let problem = Problem::from(error);
             assert_eq!((problem.status.as_u16(), problem.code), (status, code));

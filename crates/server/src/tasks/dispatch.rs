@@ -425,11 +425,15 @@ pub(crate) async fn confirm_written(
                     .iter()
                     .map(|w| (w.sending.job_id, w.sending.attempt, w.awaiting_ack))
                     .collect();
-                tx.mark_written(&sendings, Utc::now(), &policy).map(|_| ())
+                tx.mark_written(&sendings, Utc::now(), &policy)
             })
             .await;
         match result {
-            Ok(()) => {
+            Ok(recorded) => {
+                dispatcher.inner.metrics.sendings_confirmed.fetch_add(
+                    u64::try_from(recorded).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 for (id, at) in deadlines {
                     dispatcher.wake(id, at);
                 }

@@ -131,6 +131,11 @@ async fn render(app: &App) -> Response {
             load(&m.deliveries),
         ),
         (
+            "rpa_sendings_confirmed_total",
+            "Sendings recorded as written to their robot (a field robot's once the ping behind the package was answered).",
+            load(&m.sendings_confirmed),
+        ),
+        (
             "rpa_resends_total",
             "Sendings after the first of a job.",
             load(&m.resends),
