@@ -15,6 +15,7 @@ mod problem;
 mod recurring;
 mod rest;
 mod retention;
+mod ui;
 mod views;
 mod ws;
 
