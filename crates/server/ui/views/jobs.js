@@ -196,6 +196,7 @@ function detail(root, idText, ctx) {
     const pools = await poolsFor([job], ctx);
     fill(statusHolder, statusBadge(job.status));
     reason.hidden = false;
+    reason.className = `callout callout-${job.status.toLowerCase()}`;
     reason.textContent = why(job, { robot, pool: job.pool ? pools.get(job.pool) : undefined });
     if (shownStatus !== job.status || !actions.childElementCount) {
       fill(actions, jobActions(job, ctx, titleId));

@@ -47,7 +47,9 @@ function list(root, where, ctx) {
       cell('Status', presence(robot)),
       showPools() ? cell('Pools', (robot.pools || []).join(', ') || '—') : null,
       cell('Last seen', time(robot.last_seen), robot.last_seen ? h('span', { class: 'muted small' }, ` ${ago(robot.last_seen)}`) : null),
-      cell('Connection', robot.online && robot.connection_id ? h('code', { class: 'small' }, robot.connection_id) : h('span', { class: 'muted' }, '—')));
+      cell('Connection', robot.connection_id
+        ? h('code', { class: robot.online ? 'small' : 'small muted', title: robot.online ? 'current connection' : 'last connection' }, robot.connection_id)
+        : h('span', { class: 'muted' }, '—')));
   }
 
   const refresh = refresher(async () => {
