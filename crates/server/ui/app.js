@@ -14,7 +14,8 @@ import * as webhooks from './views/webhooks.js';
 import * as pools from './views/pools.js';
 import { RobotCache } from './views/common.js';
 
-const POLL_MS = 1000;
+// Under a second, so that a change shows "within a second" even without the stream.
+const POLL_MS = 750;
 const SAFETY_POLL_MS = 30000;
 
 const el = {

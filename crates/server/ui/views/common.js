@@ -4,47 +4,44 @@
 import { api, ApiError, seg, serverNow } from '../api.js';
 import { h, fill, formatParts, ago, badge } from '../dom.js';
 
-/** Robots by address, for names, datalists and "robot offline since ..." (read in pages of 500). */
+/**
+ * What the page knows of robots: their records by address (from lists, lookups and events), and
+ * a first page of them as suggestions. A server may hold tens of thousands of robots, so nothing
+ * here reads them all.
+ */
 export class RobotCache {
   constructor() {
     this.map = new Map();
-    this.loadedAt = 0;
-    this.loading = null;
+    this.suggested = null;
+    this.suggestedAt = 0;
   }
 
-  async all(maxAgeMs = 2000) {
-    if (Date.now() - this.loadedAt < maxAgeMs) return [...this.map.values()];
-    if (!this.loading) {
-      this.loading = (async () => {
-        const found = new Map();
-        let after = null;
-        // 20 pages: 10 000 robots, more than a datalist is any use for.
-        for (let page = 0; page < 20; page += 1) {
-          const q = after === null ? '' : `&after=${encodeURIComponent(after)}`;
-          const { data } = await api(`/api/robots?limit=500${q}`);
-          for (const robot of data.items) found.set(robot.robot_address, robot);
-          after = data.next_after;
-          if (after === null || after === undefined) break;
-        }
-        this.map = found;
-        this.loadedAt = Date.now();
-      })().finally(() => {
-        this.loading = null;
-      });
+  /** Up to 500 robots for the address suggestions (refreshed at most every 30 s). */
+  async suggestions() {
+    if (!this.suggested || Date.now() - this.suggestedAt > 30000) {
+      const { data } = await api('/api/robots?limit=500');
+      this.suggested = data.items;
+      this.suggestedAt = Date.now();
+      for (const robot of data.items) this.set(robot);
     }
-    await this.loading;
-    return [...this.map.values()];
+    return this.suggested;
   }
 
+  /** The record as last seen (no request). */
   get(address) {
-    return this.map.get(address);
+    const entry = this.map.get(address);
+    return entry ? entry.robot : undefined;
+  }
+
+  set(robot) {
+    if (robot && robot.robot_address) this.map.set(robot.robot_address, { robot, at: Date.now() });
   }
 
   /** The robot's record, from the server (null when it is not known). */
   async fetch(address) {
     try {
       const { data } = await api(`/api/robots/${seg(address)}`);
-      this.map.set(data.robot_address, data);
+      this.set(data);
       return data;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) return null;
@@ -52,13 +49,17 @@ export class RobotCache {
     }
   }
 
-  onEvent(event) {
-    const robot = event && event.data && event.data.robot;
-    if (robot && robot.robot_address) this.map.set(robot.robot_address, robot);
+  /** Makes sure the records of these robots are at most `maxAgeMs` old (25 at a time at most). */
+  async refresh(addresses, maxAgeMs = 3000) {
+    const stale = [...new Set(addresses)].filter((address) => {
+      const entry = this.map.get(address);
+      return address && (!entry || Date.now() - entry.at > maxAgeMs);
+    }).slice(0, 25);
+    await Promise.all(stale.map((address) => this.fetch(address).catch(() => null)));
   }
 
-  set(robot) {
-    if (robot && robot.robot_address) this.map.set(robot.robot_address, robot);
+  onEvent(event) {
+    this.set(event && event.data && event.data.robot);
   }
 }
 

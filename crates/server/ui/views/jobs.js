@@ -1,7 +1,7 @@
 // Jobs: the newest first, filtered and paged; one job with its history and, in plain words,
 // why it is where it is; cancel, force and retry.
 
-import { api, ApiError, query, randomKey } from '../api.js';
+import { api, ApiError, query, randomKey, serverNow } from '../api.js';
 import { h, fill, table, cell, syncRows, time, utcText, facts, jsonBlock, uid } from '../dom.js';
 import {
   refresher, banner, Pager, heading, jobLink, scheduleLink, statusBadge, packageName, target, why, act,
@@ -117,13 +117,15 @@ function list(root, where, ctx) {
       if (!(error instanceof ApiError) || error.status !== 401) errors.show(error);
       return;
     }
-    let robots = [];
-    try {
-      robots = await ctx.robots.all(5000);
-    } catch (_) {
-      // Reasons then say less; the list itself is what matters.
+    // The robots of due jobs, for "robot offline since ..."; the suggestions for the filter.
+    const now = serverNow();
+    const due = data.items.filter((j) => j.status === 'Pending' && j.robot_address && new Date(j.run_at) <= now);
+    await ctx.robots.refresh(due.map((j) => j.robot_address), 3000);
+    if (!robotList.childElementCount) {
+      ctx.robots.suggestions().then((robots) => {
+        fill(robotList, robots.map((r) => h('option', { value: r.robot_address }, r.robot_name)));
+      }).catch(() => {});
     }
-    fill(robotList, robots.map((r) => h('option', { value: r.robot_address }, r.robot_name)));
     const pools = await poolsFor(data.items, ctx);
     const contextOf = (job) => ({ robot: ctx.robots.get(job.robot_address), pool: job.pool ? pools.get(job.pool) : undefined });
     const items = data.items;

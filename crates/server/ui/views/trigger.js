@@ -78,13 +78,11 @@ export function mount(root, where, ctx) {
       if (nameIsAuto) robotName.value = '';
       return;
     }
-    let robot = ctx.robots.get(wanted);
-    if (!robot) {
-      try {
-        robot = await ctx.robots.fetch(wanted);
-      } catch (_) {
-        robot = null;
-      }
+    let robot;
+    try {
+      robot = await ctx.robots.fetch(wanted);
+    } catch (_) {
+      robot = ctx.robots.get(wanted) || null;
     }
     if (ticket !== lookup) return;
     if (robot) {
@@ -104,7 +102,7 @@ export function mount(root, where, ctx) {
   });
   address.addEventListener('change', lookUpRobot);
 
-  ctx.robots.all(0).then((list) => {
+  ctx.robots.suggestions().then((list) => {
     fill(robots, list.map((r) => h('option', { value: r.robot_address }, `${r.robot_name} (${r.online ? 'online' : 'offline'})`)));
   }).catch(() => {});
   if (pool) {
