@@ -76,6 +76,11 @@ function toast(message, kind = 'ok') {
 /** Asks before something that cannot be undone; resolves to true on yes. */
 function confirm({ title, text, yes, no = 'Keep' }) {
   return new Promise((resolve) => {
+    if (el.confirm.open) {
+      // A second click while one question is open: that question stands.
+      resolve(false);
+      return;
+    }
     document.getElementById('confirm-title').textContent = title;
     document.getElementById('confirm-text').textContent = text;
     document.getElementById('confirm-yes').textContent = yes;
@@ -133,7 +138,7 @@ function showFailure(error) {
     h('button', { type: 'button', class: 'primary', onclick: () => boot() }, 'Try again')));
 }
 
-async function boot() {
+async function boot(moveFocus = false) {
   try {
     await detect();
   } catch (error) {
@@ -144,10 +149,10 @@ async function boot() {
     showFailure(error);
     return;
   }
-  start();
+  start(moveFocus);
 }
 
-function start() {
+function start(moveFocus) {
   started = true;
   el.signIn.hidden = true;
   el.nav.hidden = false;
@@ -165,7 +170,7 @@ function start() {
   }
   ctx.live.start();
   showLiveState(ctx.live.state);
-  route(false);
+  route(moveFocus);
   startPolling();
 }
 
@@ -300,7 +305,7 @@ el.signInForm.addEventListener('submit', async (event) => {
   el.token.value = '';
   el.tokenError.textContent = '';
   el.token.removeAttribute('aria-invalid');
-  await boot();
+  await boot(true);
   if (ctx.live) ctx.live.wake();
 });
 
