@@ -25,6 +25,7 @@ def test_the_page_asks_for_the_token_once_per_tab(start_server, start_robot, ope
     page.get_by_label("API token").press("Enter")
     row = page.get_by_role("table", name="Robots").get_by_role("row").filter(has_text="00AA00000001")
     expect(row).to_contain_text("online")
+    expect(page.get_by_role("heading", name="Robots")).to_be_focused()
     api_calls = [auth for url, auth in sent if "/api/" in url]
     assert api_calls and api_calls[-1] == "Bearer s3cret-token"
 
