@@ -7,5 +7,6 @@ pub(crate) mod metrics;
 pub(crate) mod percent;
 pub(crate) mod problem;
 pub(crate) mod rest;
+pub(crate) mod ui;
 pub(crate) mod views;
 pub(crate) mod ws;

@@ -40,6 +40,9 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .unify()
         .or(compat::routes(app))
         .unify()
+        // Last: the page's routes only see what no API route took.
+        .or(crate::http::ui::routes())
+        .unify()
         .recover(recover)
         .unify()
         .boxed()
