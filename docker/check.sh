@@ -21,7 +21,7 @@
 #    restart and in a replacement container, the health check finding the server's port
 #    given by PORT, by --listen and behind --init, a bind-mounted folder owned by
 #    10001:10001 (and a root-owned one refused with exit code 2), and the PostgreSQL image
-#    against a private cluster (.ci/postgres) on CHECK_PG_PORT (55444 unless set).
+#    against a private cluster (.ci/postgres) on CHECK_PG_PORT, or a free port.
 #
 # Every check prints `ok` or `FAIL` with what it checked; the run ends with the build times,
 # the image sizes and a count, and exits non-zero when a check failed. Containers, volumes,
@@ -39,7 +39,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-pg_port=${CHECK_PG_PORT:-55444}
 prefix=rpa-check                       # names of this run's containers and volumes
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 debian_image=docker.io/library/debian:bookworm-slim
@@ -92,7 +91,7 @@ cleanup() {
     podman ps --all --format '{{.Names}}' | grep "^$prefix-" | xargs -r podman rm --force --volumes --time 0 >/dev/null 2>&1
     podman volume ls --format '{{.Name}}' | grep "^$prefix-" | xargs -r podman volume rm --force >/dev/null 2>&1
     podman rmi --force "$prefix-docs" "$prefix-source" >/dev/null 2>&1
-    [ -n "$pg_dir" ] && { .ci/postgres stop "$pg_dir" >/dev/null 2>&1; rm -rf "$pg_dir"; }
+    [ -n "$pg_dir" ] && { .ci/postgres stop "$pg_dir" >/dev/null 2>&1; rm -rf "$pg_dir" "$pg_dir.err"; }
     if [ "${KEEP_BUILD_CACHE:-0}" != 1 ]; then
         # Only what this run left untagged: the build stages, then the layers under them.
         for _ in 1 2 3; do
@@ -242,6 +241,9 @@ fi
 cargo build --quiet -p rpa-robot
 robot_bin=$repo/target/debug/rpa-robot
 
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 published_port() { podman port "$1" "$2/tcp" | head -n 1 | sed 's/.*://'; }
 # wait_listening NAME PORT: until the container's log says it listens (30 s at most)
 wait_listening() {
@@ -397,11 +399,23 @@ grep -m 1 "^socket-server:" "$work/root-owned.log" | sed 's/^/       /'
 podman rm --force --volumes --time 0 "$prefix-root" >/dev/null 2>&1
 
 section "image1-pg: against PostgreSQL"
-# Not under $work: the cluster's owner, `postgres`, must be able to reach its folder.
-pg_dir=$(mktemp -d /tmp/rpa-docker-check-pg.XXXXXX)
-url=$(.ci/postgres start "$pg_dir" "$pg_port") || die "the PostgreSQL cluster did not start"
+# Not under $work: the cluster's owner, `postgres`, must be able to reach its folder. A port
+# picked free can be taken before the cluster binds it: then another one.
+url=""
+for _ in 1 2 3; do
+    [ -n "$pg_dir" ] && rm -rf "$pg_dir"
+    pg_dir=$(mktemp -d /tmp/rpa-docker-check-pg.XXXXXX)
+    url=$(.ci/postgres start "$pg_dir" "${CHECK_PG_PORT:-$(free_port)}" 2>"$pg_dir.err") && break
+    url=""
+    [ -n "${CHECK_PG_PORT:-}" ] && break
+done
+if [ -z "$url" ]; then
+    cat "$pg_dir.err" "$pg_dir/server.log" 2>/dev/null | tail -n 5
+    die "the PostgreSQL cluster did not start (.ci/postgres)"
+fi
+rm -f "$pg_dir.err"
 psql -q "$url/postgres" -c 'CREATE DATABASE rpa_docker_check' >/dev/null
-pg_listen=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pg_listen=$(free_port)
 pg=$prefix-pg
 # The cluster listens on the host's loopback: the container shares the host's network.
 run -d --name "$pg" --network host -e "DATABASE_URL=$url/rpa_docker_check" image1-pg \
