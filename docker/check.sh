@@ -6,8 +6,8 @@
 #   docker/check.sh
 #
 # 1. Tools: podman, runc, debootstrap, jq and PostgreSQL, installed from Debian when missing.
-# 2. Stand-ins for the two base images the Dockerfile names, when missing (a machine that can
-#    pull the real ones may): debian:bookworm-slim from `debootstrap --variant=minbase
+# 2. Stand-ins for the two base images the Dockerfile names, when missing (real ones pulled
+#    beforehand are used as they are): debian:bookworm-slim from `debootstrap --variant=minbase
 #    bookworm` against this machine's Debian mirror, slimmed as the official image is;
 #    rust:1.95-slim-bookworm from it plus this machine's Rust toolchain (which must be 1.95),
 #    with the official image's RUSTUP_HOME, CARGO_HOME and PATH, gcc and libc6-dev.
