@@ -104,6 +104,19 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_INSTANCE_LEASE", default_value = shown!(format_duration(defaults().instance_lease)), value_parser = positive_duration, value_name = "DURATION")]
     instance_lease: Duration,
 
+    /// How long events are kept in the stream (GET /api/events, webhooks); a job's own history
+    /// stays as long as the job.
+    #[arg(long, env = "SOCKET_SERVER_EVENT_RETENTION", default_value = shown!(format_duration(defaults().event_retention)), value_parser = positive_duration, value_name = "DURATION")]
+    event_retention: Duration,
+
+    /// A robot offline this long is told once per outage as a robot.unreachable event (0: never).
+    #[arg(long, env = "SOCKET_SERVER_ALERT_ROBOT_OFFLINE_AFTER", default_value = shown!(format_duration(defaults().alert_robot_offline_after)), value_parser = duration, value_name = "DURATION")]
+    alert_robot_offline_after: Duration,
+
+    /// A job due this long and still not sent is told once as a job.overdue event (0: never).
+    #[arg(long, env = "SOCKET_SERVER_ALERT_JOB_OVERDUE_AFTER", default_value = shown!(format_duration(defaults().alert_job_overdue_after)), value_parser = duration, value_name = "DURATION")]
+    alert_job_overdue_after: Duration,
+
     /// Sendings of one job at most, the first included.
     #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = defaults().max_delivery_attempts, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
     max_delivery_attempts: u32,
@@ -338,6 +351,9 @@ impl Cli {
             max_database_size: self.max_database_size.map(|n| n as u64),
             sync_package_files: self.sync_package_files,
             instance_lease: self.instance_lease,
+            event_retention: self.event_retention,
+            alert_robot_offline_after: self.alert_robot_offline_after,
+            alert_job_overdue_after: self.alert_job_overdue_after,
             limits: Limits {
                 max_message: self.max_message_size,
                 max_frame: self.max_frame_size,

@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError};
 use crate::db::Db;
 use crate::http::metrics::Metrics;
 use crate::logging::LoggingError;
+use crate::tasks::committed::Committed;
 use crate::tasks::dispatch::{self, Dispatcher};
 
 /// What every part of the server shares.
@@ -31,6 +32,8 @@ pub(crate) struct App {
     pub(crate) heartbeat: Heartbeat,
     pub(crate) connections: Arc<Tracker>,
     pub(crate) package_files: Arc<crate::tasks::package_files::PackageFiles>,
+    /// The highest event id committed, for the stream and the webhooks to follow.
+    pub(crate) committed: Committed,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -147,6 +150,8 @@ impl Server {
             ack_timeout: delta(config.ack_timeout),
             claim_guard: TimeDelta::seconds(60),
             misfire_grace: config.misfire_grace.map(delta),
+            overdue_after: (!config.alert_job_overdue_after.is_zero())
+                .then(|| delta(config.alert_job_overdue_after)),
         };
         let recovery_store = store.clone();
         let (lease, description) = (
@@ -174,6 +179,15 @@ impl Server {
         })?;
 
         let db = Db::new(store);
+        let last_event = db
+            .read(|conn| conn.last_event_id())
+            .await
+            .map_err(StartError::Database)?;
+        let committed = Committed::new(last_event);
+        let hook = committed.clone();
+        db.store()
+            .writer()
+            .on_events(move |last| hook.advance(last));
         let registry = Arc::new(Registry::new(config.limits.outbound_queue));
         let metrics = Arc::new(Metrics::default());
         let package_files = Arc::new(crate::tasks::package_files::PackageFiles::default());
@@ -187,7 +201,7 @@ impl Server {
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
         dispatcher.set_wakeup(wakeup);
-        let hand_offs = crate::tasks::instance::listen(db.store(), &dispatcher)
+        let hand_offs = crate::tasks::instance::listen(db.store(), &dispatcher, &committed)
             .map_err(StartError::Database)?;
         let app = Arc::new(App {
             config,
@@ -199,6 +213,7 @@ impl Server {
             heartbeat,
             connections: Arc::new(Tracker::default()),
             package_files,
+            committed,
         });
         let rest = crate::http::rest::routes(Arc::clone(&app));
         Ok(Server {

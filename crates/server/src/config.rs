@@ -126,6 +126,14 @@ pub struct Config {
     /// still taken for alive. Past it, another instance takes its robots offline and sends
     /// again what it had claimed but not confirmed.
     pub instance_lease: Duration,
+    /// Events are streamed this long; older ones are trimmed from the stream (a job's stay as
+    /// its history, with the job).
+    pub event_retention: Duration,
+    /// A robot offline this long is told once per outage as `robot.unreachable`; zero tells
+    /// nothing.
+    pub alert_robot_offline_after: Duration,
+    /// A job due this long and never sent is told once as `job.overdue`; zero tells nothing.
+    pub alert_job_overdue_after: Duration,
     pub limits: Limits,
     pub access: Access,
 }
@@ -151,6 +159,9 @@ impl Default for Config {
             max_database_size: None,
             sync_package_files: false,
             instance_lease: Duration::from_secs(15),
+            event_retention: Duration::from_secs(7 * 86_400),
+            alert_robot_offline_after: Duration::from_secs(300),
+            alert_job_overdue_after: Duration::from_secs(300),
             limits: Limits::default(),
             access: Access::default(),
         }
@@ -189,6 +200,7 @@ impl Config {
         for (setting, duration) in [
             ("--ping-interval", self.ping_interval),
             ("--instance-lease", self.instance_lease),
+            ("--event-retention", self.event_retention),
             ("--ack-timeout", self.ack_timeout),
             ("--retention-interval", self.retention_interval),
             ("--write-timeout", limits.write_timeout),

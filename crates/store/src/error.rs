@@ -153,6 +153,14 @@ impl StoreError {
         StoreError::Corrupt(Corruption::Vanished { what, id })
     }
 
+    /// An event's snapshot of its subject that cannot be written or read back.
+    pub(crate) fn snapshot(error: serde_json::Error) -> StoreError {
+        StoreError::Corrupt(Corruption::Unreadable {
+            column: Some("events.data".to_owned()),
+            source: Box::new(error),
+        })
+    }
+
     /// The batch's commit failure again, for one of its writes: the kinds the server tells
     /// apart keep their variant, the others are shared as [`StoreError::BatchFailed`].
     pub(crate) fn replicate(failure: &Arc<StoreError>) -> StoreError {

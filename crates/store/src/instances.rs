@@ -119,10 +119,17 @@ impl WriteTx<'_> {
                 robots::connection_id.eq(None::<String>),
                 robots::instance_id.eq(None::<String>),
                 robots::last_seen.eq(now_micros),
+                robots::offline_since.eq(Some(now_micros)),
             ))
             .returning(robots::address);
             let offline: Vec<String> = update.get_results(self.conn)?;
             reaped.robots += offline.len();
+            let reason = if all_others {
+                "server restarted"
+            } else {
+                "the server instance that held its connection stopped"
+            };
+            self.robots_offline(&offline, now, reason)?;
             let in_flight = unconfirmed(self.conn, &offline)?;
             reaped.sendings += in_flight.len();
             self.requeue(
@@ -166,15 +173,16 @@ impl WriteTx<'_> {
                 );
                 self.fail(id, JobStatus::Executed, now, &reason)?;
             } else {
-                self.set_status(id, JobStatus::Pending, Delivery::Idle, wake_at, now)?;
-                crate::jobs::record_event(
-                    self.conn,
+                let after =
+                    self.set_status(id, JobStatus::Pending, Delivery::Idle, wake_at, now)?;
+                self.changed_job(
+                    crate::EventType::JobRequeued,
                     id,
+                    (JobStatus::Executed, JobStatus::Pending),
+                    &after,
                     now,
-                    Some(JobStatus::Executed),
-                    JobStatus::Pending,
                     reason,
-                )?;
+                );
             }
         }
         Ok(())

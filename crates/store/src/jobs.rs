@@ -6,8 +6,9 @@ use diesel::prelude::*;
 
 use crate::connection::DbConnection;
 
+use crate::events::{EventType, JobChange};
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::schema::{job_events, jobs, robots};
+use crate::schema::{events, jobs, robots};
 use crate::time::{Micros, OptionalMicros, from_micros, to_micros};
 use crate::{Delivery, JobStatus, ReadConn, StoreError, WriteTx};
 
@@ -41,19 +42,25 @@ pub struct JobRecord {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// One state change of a job, or an event within a state (a resend, an acknowledgement).
+/// One state change of a job, or an event within a state (a resend, an acknowledgement): the
+/// job's own events, which are its history.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = job_events, check_for_backend(crate::connection::MultiBackend))]
+#[diesel(table_name = events, check_for_backend(crate::connection::MultiBackend))]
 pub struct JobEventRecord {
     pub id: i64,
+    #[diesel(select_expression = events::job_id.assume_not_null())]
     pub job_id: i64,
+    /// `job.created`, `job.sent`, ... (docs/EVENTS.md).
+    pub kind: String,
     #[diesel(deserialize_as = Micros)]
     pub at: DateTime<Utc>,
     /// `None` for the creation event.
     #[diesel(column_name = from_status)]
     pub from: Option<JobStatus>,
-    #[diesel(column_name = to_status)]
+    /// A job's events always carry its status and a reason.
+    #[diesel(select_expression = events::to_status.assume_not_null())]
     pub to: JobStatus,
+    #[diesel(select_expression = events::reason.assume_not_null())]
     pub reason: String,
 }
 
@@ -113,56 +120,10 @@ pub struct DueJob {
     pub robot_address: String,
 }
 
-pub(crate) fn record_event(
-    conn: &mut DbConnection,
-    job_id: i64,
-    at: DateTime<Utc>,
-    from: Option<JobStatus>,
-    to: JobStatus,
-    reason: &str,
-) -> Result<(), StoreError> {
-    diesel::insert_into(job_events::table)
-        .values((
-            job_events::job_id.eq(job_id),
-            job_events::at.eq(to_micros(at)),
-            job_events::from_status.eq(from),
-            job_events::to_status.eq(to),
-            job_events::reason.eq(reason),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Records many events at one moment, a few hundred rows per statement.
-pub(crate) fn record_events(
-    conn: &mut DbConnection,
-    at: DateTime<Utc>,
-    events: &[(i64, Option<JobStatus>, JobStatus, String)],
-) -> Result<(), StoreError> {
-    let at = to_micros(at);
-    for chunk in events.chunks(500) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|(job_id, from, to, reason)| {
-                (
-                    job_events::job_id.eq(*job_id),
-                    job_events::at.eq(at),
-                    job_events::from_status.eq(*from),
-                    job_events::to_status.eq(*to),
-                    job_events::reason.eq(reason.as_str()),
-                )
-            })
-            .collect();
-        let insert = diesel::insert_into(job_events::table).values(rows);
-        crate::connection::per_backend!(&mut *conn, |c| insert.execute(c))?;
-    }
-    Ok(())
-}
-
 /// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
 /// `failed`, Failed at once with that reason (an occurrence of a schedule that was missed).
 pub(crate) fn insert_row(
-    conn: &mut DbConnection,
+    tx: &mut WriteTx<'_>,
     job: &NewJob,
     failed: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
@@ -190,13 +151,34 @@ pub(crate) fn insert_row(
             jobs::forced.eq(false),
         ))
         .returning(jobs::id)
-        .get_result(conn)?;
-    crate::package_files::owe(conn, id)?;
-    record_event(conn, id, job.created_at, None, status, &job.reason)?;
-    if let Some(reason) = failed {
-        record_event(conn, id, job.created_at, Some(status), status, reason)?;
-    }
+        .get_result(tx.conn)?;
+    crate::package_files::owe(tx.conn, id)?;
+    created_events(tx, job, id, failed);
     Ok(new_record(job, id, status, failed))
+}
+
+/// A new job's events: created, and failed at once for a missed occurrence.
+fn created_events(tx: &mut WriteTx<'_>, job: &NewJob, id: i64, failed: Option<&str>) {
+    let status = match failed {
+        None => JobStatus::Pending,
+        Some(_) => JobStatus::Failed,
+    };
+    let change = JobChange {
+        id,
+        from: None,
+        to: status,
+        attempts: 0,
+        robot_address: &job.robot_address,
+        last_error: failed,
+    };
+    tx.job_event(EventType::JobCreated, change, job.created_at, &job.reason);
+    if let Some(reason) = failed {
+        let change = JobChange {
+            from: Some(status),
+            ..change
+        };
+        tx.job_event(EventType::JobFailed, change, job.created_at, reason);
+    }
 }
 
 /// The record of a job just inserted by [`insert_row`] or
@@ -253,7 +235,7 @@ impl WriteTx<'_> {
             // The foreign key tells an unknown robot, without a lookup of its own: the failed
             // statement changed nothing. (On PostgreSQL a failed statement aborts the whole
             // transaction, the batch's other writes with it: the insert checks the robot.)
-            DbConnection::Sqlite(_) => match insert_row(self.conn, job, None) {
+            DbConnection::Sqlite(_) => match insert_row(self, job, None) {
                 Err(StoreError::Database(diesel::result::Error::DatabaseError(
                     diesel::result::DatabaseErrorKind::ForeignKeyViolation,
                     _,
@@ -262,7 +244,10 @@ impl WriteTx<'_> {
             },
             #[cfg(feature = "postgres")]
             DbConnection::Pg(conn) => match crate::pg_insert::insert_pending(conn, job)? {
-                Some(id) => new_record(job, id, JobStatus::Pending, None),
+                Some(id) => {
+                    created_events(self, job, id, None);
+                    new_record(job, id, JobStatus::Pending, None)
+                }
                 None => return Ok(InsertJob::UnknownRobot),
             },
         };
@@ -283,9 +268,9 @@ impl ReadConn<'_> {
     }
 
     pub fn job_events(&mut self, job_id: i64) -> Result<Vec<JobEventRecord>, StoreError> {
-        Ok(job_events::table
-            .filter(job_events::job_id.eq(job_id))
-            .order(job_events::id.asc())
+        Ok(events::table
+            .filter(events::job_id.eq(job_id))
+            .order(events::id.asc())
             .select(JobEventRecord::as_select())
             .load(self.conn)?)
     }

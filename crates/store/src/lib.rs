@@ -3,6 +3,7 @@
 mod checkpoint;
 mod connection;
 mod error;
+mod events;
 mod idempotency;
 mod instances;
 mod jobs;
@@ -31,10 +32,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use writer::Upkeep;
 
 pub use error::{Corruption, OpenError, StoreError, UnknownValue, Unreachable};
+pub use events::{EventFilter, EventRecord, EventType, SubjectState, TypePattern};
 pub use idempotency::{Created, Prior};
 pub use instances::{InstanceRecord, Reaped};
 pub use jobs::{DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, NewJob};
-pub use notify::{HandedOff, Listener};
+pub use notify::{HandedOff, Listener, Notice};
 pub use package_files::PackageFile;
 pub use retention::PurgedJob;
 pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
@@ -274,11 +276,12 @@ impl Store {
         &self.instance
     }
 
-    /// Starts listening for jobs other instances hand to this one (see notify.rs); `deliver`
-    /// runs on the listener's thread and must only pass them on. None on SQLite.
+    /// Starts listening for jobs other instances hand to this one and for the events they
+    /// commit (see notify.rs); `deliver` runs on the listener's thread and must only pass them
+    /// on. None on SQLite.
     pub fn listen(
         &self,
-        deliver: impl Fn(HandedOff) + Send + 'static,
+        deliver: impl Fn(Notice) + Send + 'static,
     ) -> Result<Option<Listener>, StoreError> {
         notify::listen(&self.location, &self.instance, Box::new(deliver))
     }

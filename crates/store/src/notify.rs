@@ -1,6 +1,8 @@
 //! Hand-offs between instances sharing a PostgreSQL database: `LISTEN`/`NOTIFY`.
 //!
-//! Each instance listens on a channel of its own (`rpa_<instance id>`). An instance that finds a
+//! Each instance listens on a channel of its own (`rpa_<instance id>`), and on the channel on
+//! which every instance announces the events it committed (events.rs), so that its streams
+//! follow the other instances' events at once. An instance that finds a
 //! due job whose robot another instance holds (a trigger, a force, a resend, a job whose robot
 //! moved) changes nothing and notifies the holder with the job's id, inside its transaction:
 //! PostgreSQL delivers the notification when, and only if, that transaction commits, so the
@@ -74,6 +76,14 @@ pub struct HandedOff {
     pub at: DateTime<Utc>,
 }
 
+/// What the listener hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    HandedOff(HandedOff),
+    /// Some instance committed events up to this id.
+    Events(i64),
+}
+
 /// The listener thread; stops when dropped or at [`Listener::stop`].
 #[derive(Debug)]
 pub struct Listener {
@@ -99,7 +109,7 @@ impl Drop for Listener {
 pub(crate) fn listen(
     location: &Location,
     instance: &str,
-    deliver: Box<dyn Fn(HandedOff) + Send>,
+    deliver: Box<dyn Fn(Notice) + Send>,
 ) -> Result<Option<Listener>, StoreError> {
     match location {
         Location::Sqlite(_) => {
@@ -145,13 +155,14 @@ mod pg {
     use diesel::connection::SimpleConnection;
     use diesel::{Connection, PgConnection};
 
-    use super::{HandedOff, POLL};
+    use super::{HandedOff, Notice, POLL};
+    use crate::events::EVENTS_CHANNEL;
     use crate::{StoreError, Unreachable};
 
     pub(super) fn connect(url: &str, channel: &str) -> Result<PgConnection, StoreError> {
         let mut conn = PgConnection::establish(url).map_err(Unreachable::Connect)?;
         conn.batch_execute(&format!(
-            "SET application_name = 'rpa-socket-server listener'; LISTEN \"{}\";",
+            "SET application_name = 'rpa-socket-server listener'; LISTEN \"{}\"; LISTEN {EVENTS_CHANNEL};",
             channel.replace('"', "\"\"")
         ))?;
         Ok(conn)
@@ -162,19 +173,27 @@ mod pg {
         url: &str,
         channel: &str,
         stop: &AtomicBool,
-        deliver: &dyn Fn(HandedOff),
+        deliver: &dyn Fn(Notice),
     ) {
         while !stop.load(Ordering::Acquire) {
             let mut lost = None;
             for notification in conn.notifications_iter() {
                 match notification {
-                    Ok(notification) => match parse(&notification.payload) {
-                        Some(handed) => deliver(handed),
-                        None => log::warn!(
-                            "ignoring a malformed hand-off on {channel}: {:?}",
-                            notification.payload
-                        ),
-                    },
+                    Ok(notification) => {
+                        let notice = if notification.channel == EVENTS_CHANNEL {
+                            notification.payload.parse().ok().map(Notice::Events)
+                        } else {
+                            parse(&notification.payload).map(Notice::HandedOff)
+                        };
+                        match notice {
+                            Some(notice) => deliver(notice),
+                            None => log::warn!(
+                                "ignoring a malformed notification on {}: {:?}",
+                                notification.channel,
+                                notification.payload
+                            ),
+                        }
+                    }
                     Err(error) => {
                         lost = Some(error);
                         break;

@@ -1,7 +1,8 @@
-//! PostgreSQL: a Pending job, its owed package file and its creation event in one statement,
-//! if its robot is known. A trigger is then one round trip to the server instead of four (robot
-//! lookup, job, file, event), which is what bounds the writer there: it waits for each answer in
-//! turn. SQLite, in process, runs the same steps one by one (`jobs::insert_row`).
+//! PostgreSQL: a Pending job and its owed package file in one statement, if its robot is known.
+//! A trigger is then one round trip to the server instead of three (robot lookup, job, file),
+//! which is what bounds the writer there: it waits for each answer in turn. (Its creation event
+//! goes with the batch's events, events.rs.) SQLite, in process, runs the same steps one by one
+//! (`jobs::insert_row`).
 
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -68,14 +69,12 @@ impl QueryFragment<Pg> for InsertPending<'_> {
         out.push_bind_param::<BigInt, _>(&self.run_at)?;
         out.push_sql("::BIGINT AS run, ");
         out.push_bind_param::<BigInt, _>(&self.created_at)?;
+        // The creation event is not here: events are written with the batch (events.rs).
         out.push_sql(
-            "::BIGINT AS created) AS times RETURNING id, created_at), \
-             file AS (INSERT INTO pending_package_files (job_id) SELECT id FROM job), \
-             event AS (INSERT INTO job_events (job_id, at, from_status, to_status, reason) \
-             SELECT id, created_at, NULL, 'Pending', ",
+            "::BIGINT AS created) AS times RETURNING id), \
+             file AS (INSERT INTO pending_package_files (job_id) SELECT id FROM job) \
+             SELECT id FROM job",
         );
-        out.push_bind_param::<Text, _>(&job.reason)?;
-        out.push_sql(" FROM job) SELECT id FROM job");
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::schema::{idempotency_keys, jobs, robot_messages, schedule_events};
+use crate::schema::{events, idempotency_keys, jobs, robot_messages, schedule_events};
 use crate::time::to_micros;
 use crate::{JobStatus, StoreError, WriteTx};
 
@@ -42,8 +42,16 @@ impl WriteTx<'_> {
             .limit(limit)
             .load(self.conn)?;
         let ids: Vec<i64> = old.iter().map(|(id, _)| *id).collect();
-        // Events go with their job (ON DELETE CASCADE).
+        // Events go with their job (ON DELETE CASCADE), out of the stream too: a consumer
+        // resuming below the last of them has missed some (events.rs).
+        let last_event: Option<i64> = events::table
+            .filter(events::job_id.eq_any(&ids))
+            .select(diesel::dsl::max(events::id))
+            .first(self.conn)?;
         diesel::delete(jobs::table.filter(jobs::id.eq_any(&ids))).execute(self.conn)?;
+        if let Some(last_event) = last_event {
+            self.raise_event_floor(last_event)?;
+        }
         Ok(old
             .into_iter()
             .map(|(id, package_name)| PurgedJob { id, package_name })

@@ -3,13 +3,16 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::events::EventType;
 use crate::schema::{robot_messages, robots};
 use crate::time::{Micros, to_micros};
 use crate::{ReadConn, StoreError, WriteTx};
 
 /// A robot as stored: also the row, as the queries read it. Times are UTC; JSON columns are
 /// kept as text, as received.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, serde::Serialize, serde::Deserialize,
+)]
 #[diesel(table_name = robots, check_for_backend(crate::connection::MultiBackend))]
 pub struct RobotRecord {
     pub address: String,
@@ -77,11 +80,18 @@ struct Registered<'a> {
     last_seen: i64,
     metadata: &'a str,
     instance_id: &'a str,
+    /// A registration ends an outage: the next one is told again (`robot.unreachable`).
+    offline_since: Option<i64>,
+    unreachable_alerted: bool,
 }
 
 impl WriteTx<'_> {
     /// Records the robot as online on `connection_id`, creating it on its first registration.
     /// Returns true when the robot was new.
+    ///
+    /// Events: `robot.registered` the first time; `robot.online` when it was offline, or
+    /// ("replaced") online on another connection; nothing when the same connection sends its
+    /// metadata again.
     pub fn register_robot(
         &mut self,
         robot: &RobotRegistration,
@@ -90,6 +100,11 @@ impl WriteTx<'_> {
         if self.conn.shared() {
             self.take_over(robot, policy)?;
         }
+        let before: Option<(bool, Option<String>)> = robots::table
+            .find(&robot.address)
+            .select((robots::online, robots::connection_id))
+            .first(self.conn)
+            .optional()?;
         let at = to_micros(robot.at);
         let registered = Registered {
             name: &robot.name,
@@ -100,21 +115,77 @@ impl WriteTx<'_> {
             last_seen: at,
             metadata: &robot.metadata,
             instance_id: self.instance,
+            offline_since: None,
+            unreachable_alerted: false,
         };
-        let updated = diesel::update(robots::table.find(&robot.address))
-            .set(&registered)
-            .execute(self.conn)?;
-        if updated > 0 {
-            return Ok(false);
+        let online_reason = match &before {
+            None => {
+                diesel::insert_into(robots::table)
+                    .values((
+                        robots::address.eq(&robot.address),
+                        robots::first_seen.eq(at),
+                        &registered,
+                    ))
+                    .execute(self.conn)?;
+                self.robot_event(
+                    EventType::RobotRegistered,
+                    &robot.address,
+                    robot.at,
+                    "first registration",
+                )?;
+                Some("connected")
+            }
+            Some((online, connection)) => {
+                diesel::update(robots::table.find(&robot.address))
+                    .set(&registered)
+                    .execute(self.conn)?;
+                match (online, connection.as_deref()) {
+                    (true, Some(live)) if live == robot.connection_id => None,
+                    (true, Some(_)) => Some("replaced"),
+                    _ => Some("connected"),
+                }
+            }
+        };
+        if let Some(reason) = online_reason {
+            self.robot_event(EventType::RobotOnline, &robot.address, robot.at, reason)?;
         }
-        diesel::insert_into(robots::table)
-            .values((
-                robots::address.eq(&robot.address),
-                robots::first_seen.eq(at),
-                &registered,
-            ))
-            .execute(self.conn)?;
-        Ok(true)
+        Ok(before.is_none())
+    }
+
+    /// Records an event of the robot with its state as it is now.
+    pub(crate) fn robot_event(
+        &mut self,
+        kind: EventType,
+        address: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let robot: RobotRecord = robots::table
+            .find(address)
+            .select(RobotRecord::as_select())
+            .first(self.conn)?;
+        self.subject_event(kind, format!("robots/{address}"), at, Some(reason), &robot)
+    }
+
+    /// `robot.offline` for robots just taken offline, with their state as it is now.
+    pub(crate) fn robots_offline(
+        &mut self,
+        addresses: &[String],
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        for chunk in addresses.chunks(500) {
+            let robots: Vec<RobotRecord> = robots::table
+                .filter(robots::address.eq_any(chunk))
+                .order(robots::address.asc())
+                .select(RobotRecord::as_select())
+                .load(self.conn)?;
+            for robot in &robots {
+                let subject = format!("robots/{}", robot.address);
+                self.subject_event(EventType::RobotOffline, subject, at, Some(reason), robot)?;
+            }
+        }
+        Ok(())
     }
 
     /// Several instances: the robot was held by another instance (it reconnected through the
@@ -151,12 +222,14 @@ impl WriteTx<'_> {
     }
 
     /// Marks the robot offline if `connection_id` is still its live connection: a connection that
-    /// was replaced by a newer one must not take the robot offline when it closes.
+    /// was replaced by a newer one must not take the robot offline when it closes. `reason`
+    /// says why the connection ended, for its `robot.offline`.
     pub fn robot_disconnected(
         &mut self,
         address: &str,
         connection_id: &str,
         at: DateTime<Utc>,
+        reason: &str,
     ) -> Result<bool, StoreError> {
         let updated = diesel::update(
             robots::table
@@ -168,23 +241,54 @@ impl WriteTx<'_> {
             robots::connection_id.eq(None::<String>),
             robots::instance_id.eq(None::<String>),
             robots::last_seen.eq(to_micros(at)),
+            robots::offline_since.eq(Some(to_micros(at))),
         ))
         .execute(self.conn)?;
+        if updated > 0 {
+            self.robot_event(EventType::RobotOffline, address, at, reason)?;
+        }
         Ok(updated > 0)
     }
 
     /// At start of the only instance (SQLite): nobody is connected yet, whatever the last run
-    /// left behind.
-    pub fn mark_all_robots_offline(&mut self) -> Result<usize, StoreError> {
-        Ok(
-            diesel::update(robots::table.filter(robots::online.eq(true)))
-                .set((
-                    robots::online.eq(false),
-                    robots::connection_id.eq(None::<String>),
-                    robots::instance_id.eq(None::<String>),
-                ))
-                .execute(self.conn)?,
+    /// left behind. The robots that were online get a `robot.offline`.
+    pub fn mark_all_robots_offline(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        let offline: Vec<String> = diesel::update(robots::table.filter(robots::online.eq(true)))
+            .set((
+                robots::online.eq(false),
+                robots::connection_id.eq(None::<String>),
+                robots::instance_id.eq(None::<String>),
+                robots::offline_since.eq(Some(to_micros(at))),
+            ))
+            .returning(robots::address)
+            .get_results(self.conn)?;
+        self.robots_offline(&offline, at, "server restarted")?;
+        Ok(offline.len())
+    }
+
+    /// Robots offline since before `horizon` whose outage was not told yet: told now, as
+    /// `robot.unreachable`, once per outage. Returns their addresses.
+    pub fn alert_unreachable_robots(
+        &mut self,
+        horizon: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        // The condition is checked again on each row as it is updated: with several instances,
+        // one of them tells.
+        let addresses: Vec<String> = diesel::update(
+            robots::table
+                .filter(robots::online.eq(false))
+                .filter(robots::unreachable_alerted.eq(false))
+                .filter(robots::offline_since.le(to_micros(horizon))),
         )
+        .set(robots::unreachable_alerted.eq(true))
+        .returning(robots::address)
+        .get_results(self.conn)?;
+        for address in &addresses {
+            self.robot_event(EventType::RobotUnreachable, address, now, reason)?;
+        }
+        Ok(addresses)
     }
 
     pub fn insert_robot_message(

@@ -7,14 +7,17 @@ use diesel::prelude::*;
 
 use crate::connection::DbConnection;
 
+use crate::events::EventType;
 use crate::idempotency::{self, KeyCheck, Prior};
-use crate::jobs::{IdempotencyKey, NewJob, insert_row, record_event, robot_exists};
+use crate::jobs::{IdempotencyKey, NewJob, insert_row, robot_exists};
 use crate::schema::{jobs, schedule_events, schedules};
 use crate::time::{Micros, OptionalMicros, from_micros, to_micros};
 use crate::{JobRecord, JobStatus, ReadConn, StoreError, WriteTx};
 
 /// A recurring schedule as stored: also the row, as the queries read it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, serde::Serialize, serde::Deserialize,
+)]
 #[diesel(table_name = schedules, check_for_backend(crate::connection::MultiBackend))]
 pub struct ScheduleRecord {
     pub id: i64,
@@ -149,6 +152,13 @@ impl WriteTx<'_> {
         }
         let record =
             load_schedule(self.conn, id)?.ok_or_else(|| StoreError::vanished("schedule", id))?;
+        self.subject_event(
+            EventType::ScheduleCreated,
+            format!("schedules/{id}"),
+            new.created_at,
+            Some("created by request"),
+            &record,
+        )?;
         Ok(InsertSchedule::Created(Box::new(record)))
     }
 
@@ -201,7 +211,7 @@ impl WriteTx<'_> {
             reason: reason.to_owned(),
             idempotency: None,
         };
-        insert_row(self.conn, &job, failed)
+        insert_row(self, &job, failed)
     }
 
     /// Moves the schedule past the occurrence `fired` to `next` (`None`: it never fires again,
@@ -226,6 +236,10 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Records a line of the schedule's history. The kinds the event catalogue names are events
+    /// too, with the schedule's state as it is now: `skipped` and `missed` are
+    /// `schedule.skipped`, `ended` is `schedule.ended`, `deleted` is `schedule.deleted` (record
+    /// them after the change they describe).
     pub fn record_schedule_event(
         &mut self,
         schedule_id: i64,
@@ -235,6 +249,18 @@ impl WriteTx<'_> {
         job_id: Option<i64>,
         reason: &str,
     ) -> Result<(), StoreError> {
+        let event = match kind {
+            "skipped" | "missed" => Some(EventType::ScheduleSkipped),
+            "ended" => Some(EventType::ScheduleEnded),
+            "deleted" => Some(EventType::ScheduleDeleted),
+            _ => None,
+        };
+        if let Some(event) = event {
+            let schedule = load_schedule(self.conn, schedule_id)?
+                .ok_or_else(|| StoreError::vanished("schedule", schedule_id))?;
+            let subject = format!("schedules/{schedule_id}");
+            self.subject_event(event, subject, now, Some(reason), &schedule)?;
+        }
         diesel::insert_into(schedule_events::table)
             .values((
                 schedule_events::schedule_id.eq(schedule_id),
@@ -266,22 +292,23 @@ impl WriteTx<'_> {
             .filter(jobs::status.eq(JobStatus::Pending))
             .select(jobs::id)
             .load(self.conn)?;
-        for job in &pending {
-            diesel::update(jobs::table.find(job))
+        for &job in &pending {
+            let after: crate::transitions::After = diesel::update(jobs::table.find(job))
                 .set((
                     jobs::status.eq(JobStatus::Cancelled),
                     jobs::wake_at.eq(None::<i64>),
                     jobs::updated_at.eq(to_micros(now)),
                 ))
-                .execute(self.conn)?;
-            record_event(
-                self.conn,
-                *job,
+                .returning(crate::transitions::AFTER)
+                .get_result(self.conn)?;
+            self.changed_job(
+                crate::EventType::JobCancelled,
+                job,
+                (JobStatus::Pending, JobStatus::Cancelled),
+                &after,
                 now,
-                Some(JobStatus::Pending),
-                JobStatus::Cancelled,
                 "its schedule was deleted",
-            )?;
+            );
         }
         diesel::update(schedules::table.find(id))
             .set((

@@ -14,6 +14,8 @@ diesel::table! {
         last_seen -> BigInt,
         metadata -> Text,
         instance_id -> Nullable<Text>,
+        offline_since -> Nullable<BigInt>,
+        unreachable_alerted -> Bool,
     }
 }
 
@@ -45,17 +47,32 @@ diesel::table! {
         delivery -> Integer,
         forced -> Bool,
         sent_at -> Nullable<BigInt>,
+        overdue_at -> Nullable<BigInt>,
     }
 }
 
 diesel::table! {
-    job_events (id) {
+    events (id) {
         id -> BigInt,
-        job_id -> BigInt,
+        #[sql_name = "type"]
+        kind -> Text,
+        subject -> Text,
         at -> BigInt,
+        reason -> Nullable<Text>,
+        job_id -> Nullable<BigInt>,
         from_status -> Nullable<Text>,
-        to_status -> Text,
-        reason -> Text,
+        to_status -> Nullable<Text>,
+        attempts -> Nullable<Integer>,
+        robot_address -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        data -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    event_stream (id) {
+        id -> BigInt,
+        floor -> BigInt,
     }
 }
 
@@ -72,7 +89,7 @@ diesel::table! {
 
 diesel::joinable!(robot_messages -> robots (robot_address));
 diesel::joinable!(jobs -> robots (robot_address));
-diesel::joinable!(job_events -> jobs (job_id));
+diesel::joinable!(events -> jobs (job_id));
 
 diesel::table! {
     schedules (id) {
@@ -133,7 +150,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
     jobs,
-    job_events,
+    events,
+    event_stream,
     idempotency_keys,
     schedules,
     schedule_events,

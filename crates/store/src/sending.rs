@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
 use crate::connection::{DbConnection, locked};
-use crate::jobs::record_events;
+use crate::events::{EventType, JobChange};
 use crate::schema::{jobs, robots};
 use crate::time::{from_micros, to_micros};
 use crate::transitions::{Current, seconds};
@@ -87,6 +87,11 @@ enum Decision {
     HandOff(String),
     Claim(String),
     Park(&'static str),
+    /// Parked as the robot is offline, and woken again when it has been due for
+    /// `overdue_after`, to tell (`job.overdue`).
+    ParkUntilOverdue(&'static str),
+    /// Due for longer than `overdue_after` and still not sent: tell, once, and stay parked.
+    Overdue(String),
     Fail(String),
     /// Already parked: nothing changes.
     StayParked,
@@ -130,7 +135,25 @@ fn decide(
                     "due, but the robot's queue is full: sent as soon as it takes the packages before it",
                 ),
                 Reach::Offline => {
-                    Decision::Park("due, but the robot is offline: waiting for it to connect")
+                    const WAITING: &str =
+                        "due, but the robot is offline: waiting for it to connect";
+                    match policy.overdue_after {
+                        // Only a job never sent is overdue, and it is told once. (A forced job
+                        // is due since it was forced, whatever its run_at: it just waits.)
+                        Some(after)
+                            if job.attempts == 0 && job.overdue_at.is_none() && !job.forced =>
+                        {
+                            if late >= after {
+                                Decision::Overdue(format!(
+                                    "due for {} and still not sent: the robot is offline",
+                                    seconds(late)
+                                ))
+                            } else {
+                                Decision::ParkUntilOverdue(WAITING)
+                            }
+                        }
+                        _ => Decision::Park(WAITING),
+                    }
                 }
             }
         }
@@ -297,10 +320,18 @@ impl WriteTx<'_> {
         // Several instances: the rows are locked, waiting for another instance's writer if it
         // is deciding on one right now (it may be parking it for want of this robot, which only
         // just registered here); skipping it would leave it parked until the next registration.
+        // Due: parked (no wake-up), woken by now, or never sent and past its run_at (parked
+        // with a wake-up for its `job.overdue`). Not a resend still backing off.
+        let now_micros = to_micros(now);
         let query = jobs::table
             .filter(jobs::robot_address.eq(robot_address))
             .filter(jobs::status.eq(JobStatus::Pending))
-            .filter(jobs::wake_at.is_null().or(jobs::wake_at.le(to_micros(now))))
+            .filter(
+                jobs::wake_at
+                    .is_null()
+                    .or(jobs::wake_at.le(now_micros))
+                    .or(jobs::attempts.eq(0).and(jobs::run_at.le(now_micros))),
+            )
             .order(jobs::id.asc())
             .select(jobs::id)
             .limit(fetch);
@@ -371,8 +402,10 @@ impl WriteTx<'_> {
         let now_micros = to_micros(now);
         let mut claims = Vec::new();
         let mut parks = Vec::new();
+        let mut parks_until_overdue = Vec::new();
+        let mut overdue = Vec::new();
         let mut clears = Vec::new();
-        let mut events = Vec::new();
+        let mut events: Vec<(EventType, i64, JobStatus, i32, String)> = Vec::new();
         let mut outcomes = Vec::with_capacity(decisions.len());
         for (id, decision) in decisions {
             let Some(job) = rows.get(&id) else {
@@ -387,13 +420,50 @@ impl WriteTx<'_> {
                 }
                 Some(Decision::Claim(reason)) => {
                     claims.push((outcomes.len(), id));
-                    events.push((id, Some(job.status), JobStatus::Executed, reason));
+                    let attempts = job.attempts + 1;
+                    events.push((
+                        EventType::JobSent,
+                        id,
+                        JobStatus::Executed,
+                        attempts,
+                        reason,
+                    ));
                     // Filled in below, with the package the claim returns.
                     DueOutcome::Stale
                 }
                 Some(Decision::Park(reason)) => {
                     parks.push(id);
-                    events.push((id, Some(job.status), JobStatus::Pending, reason.to_owned()));
+                    let reason = reason.to_owned();
+                    events.push((
+                        EventType::JobWaiting,
+                        id,
+                        JobStatus::Pending,
+                        job.attempts,
+                        reason,
+                    ));
+                    DueOutcome::Parked
+                }
+                Some(Decision::ParkUntilOverdue(reason)) => {
+                    parks_until_overdue.push(id);
+                    let reason = reason.to_owned();
+                    events.push((
+                        EventType::JobWaiting,
+                        id,
+                        JobStatus::Pending,
+                        job.attempts,
+                        reason,
+                    ));
+                    DueOutcome::Parked
+                }
+                Some(Decision::Overdue(reason)) => {
+                    overdue.push(id);
+                    events.push((
+                        EventType::JobOverdue,
+                        id,
+                        JobStatus::Pending,
+                        job.attempts,
+                        reason,
+                    ));
                     DueOutcome::Parked
                 }
                 Some(Decision::StayParked) => DueOutcome::Parked,
@@ -434,12 +504,46 @@ impl WriteTx<'_> {
                 ))
                 .execute(self.conn)?;
         }
+        if let Some(after) = policy.overdue_after {
+            // Woken again once due for `after`, to tell if it is still waiting then.
+            let overdue_micros = after.num_microseconds().unwrap_or(i64::MAX);
+            for chunk in parks_until_overdue.chunks(CHUNK) {
+                diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                    .set((
+                        jobs::status.eq(JobStatus::Pending),
+                        jobs::delivery.eq(Delivery::Idle),
+                        jobs::wake_at.eq((jobs::run_at + overdue_micros).nullable()),
+                        jobs::updated_at.eq(now_micros),
+                    ))
+                    .execute(self.conn)?;
+            }
+        }
+        for chunk in overdue.chunks(CHUNK) {
+            diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
+                .set((
+                    jobs::wake_at.eq(None::<i64>),
+                    jobs::overdue_at.eq(Some(now_micros)),
+                ))
+                .execute(self.conn)?;
+        }
         for chunk in clears.chunks(CHUNK) {
             diesel::update(jobs::table.filter(jobs::id.eq_any(chunk)))
                 .set(jobs::wake_at.eq(None::<i64>))
                 .execute(self.conn)?;
         }
-        record_events(self.conn, now, &events)?;
+        for (kind, id, to, attempts, reason) in &events {
+            if let Some(job) = rows.get(id) {
+                let change = JobChange {
+                    id: *id,
+                    from: Some(job.status),
+                    to: *to,
+                    attempts: *attempts,
+                    robot_address: &job.robot_address,
+                    last_error: job.last_error.as_deref(),
+                };
+                self.job_event(*kind, change, now, reason);
+            }
+        }
         for (index, id) in claims {
             if let (Some(package), Some(job)) = (packages.remove(&id), rows.get(&id)) {
                 outcomes[index] = DueOutcome::Send(Claimed {

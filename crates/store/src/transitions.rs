@@ -16,7 +16,8 @@ use diesel::prelude::*;
 
 use crate::connection::DbConnection;
 
-use crate::jobs::{load_job, record_event};
+use crate::events::{EventType, JobChange};
+use crate::jobs::load_job;
 use crate::schema::jobs;
 use crate::time::to_micros;
 use crate::{Delivery, JobRecord, JobStatus, StoreError, WriteTx};
@@ -32,6 +33,9 @@ pub struct DeliveryPolicy {
     pub claim_guard: TimeDelta,
     /// A job first sent later than this after its `run_at` fails as missed instead.
     pub misfire_grace: Option<TimeDelta>,
+    /// A job due this long and never sent (its robot offline) is told once as `job.overdue`;
+    /// `None` tells nothing.
+    pub overdue_after: Option<TimeDelta>,
 }
 
 impl Default for DeliveryPolicy {
@@ -41,6 +45,7 @@ impl Default for DeliveryPolicy {
             ack_timeout: TimeDelta::seconds(30),
             claim_guard: TimeDelta::seconds(60),
             misfire_grace: None,
+            overdue_after: Some(TimeDelta::minutes(5)),
         }
     }
 }
@@ -114,6 +119,9 @@ pub(crate) struct Current {
     pub(crate) run_at: i64,
     pub(crate) wake_at: Option<i64>,
     pub(crate) robot_address: String,
+    pub(crate) last_error: Option<String>,
+    /// When `job.overdue` was told, if it was.
+    pub(crate) overdue_at: Option<i64>,
 }
 
 /// The job's row as a transition decides on it. With several instances the row is locked until
@@ -153,6 +161,19 @@ pub(crate) fn seconds(delta: TimeDelta) -> String {
     format!("{:.3} s", delta.num_milliseconds() as f64 / 1000.0)
 }
 
+/// What a job's update left of its changing state: read back by the update itself
+/// (`RETURNING`), so its event records the row as it is, not as the caller assumed it.
+#[derive(Debug, Queryable)]
+pub(crate) struct After {
+    pub(crate) attempts: i32,
+    pub(crate) robot_address: String,
+    pub(crate) last_error: Option<String>,
+}
+
+/// The columns of [`After`], in its order.
+pub(crate) const AFTER: (jobs::attempts, jobs::robot_address, jobs::last_error) =
+    (jobs::attempts, jobs::robot_address, jobs::last_error);
+
 impl WriteTx<'_> {
     pub(crate) fn set_status(
         &mut self,
@@ -161,16 +182,37 @@ impl WriteTx<'_> {
         delivery: Delivery,
         wake_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        diesel::update(jobs::table.find(id))
+    ) -> Result<After, StoreError> {
+        Ok(diesel::update(jobs::table.find(id))
             .set((
                 jobs::status.eq(status),
                 jobs::delivery.eq(delivery),
                 jobs::wake_at.eq(wake_at.map(to_micros)),
                 jobs::updated_at.eq(to_micros(now)),
             ))
-            .execute(self.conn)?;
-        Ok(())
+            .returning(AFTER)
+            .get_result(self.conn)?)
+    }
+
+    /// Records a job's change as its event, with the state `after` holds.
+    pub(crate) fn changed_job(
+        &mut self,
+        kind: EventType,
+        id: i64,
+        (from, to): (JobStatus, JobStatus),
+        after: &After,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) {
+        let change = JobChange {
+            id,
+            from: Some(from),
+            to,
+            attempts: after.attempts,
+            robot_address: &after.robot_address,
+            last_error: after.last_error.as_deref(),
+        };
+        self.job_event(kind, change, at, reason);
     }
 
     pub(crate) fn fail(
@@ -180,7 +222,7 @@ impl WriteTx<'_> {
         now: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        diesel::update(jobs::table.find(id))
+        let after: After = diesel::update(jobs::table.find(id))
             .set((
                 jobs::status.eq(JobStatus::Failed),
                 jobs::delivery.eq(Delivery::Idle),
@@ -188,8 +230,17 @@ impl WriteTx<'_> {
                 jobs::last_error.eq(Some(error)),
                 jobs::updated_at.eq(to_micros(now)),
             ))
-            .execute(self.conn)?;
-        record_event(self.conn, id, now, Some(from), JobStatus::Failed, error)
+            .returning(AFTER)
+            .get_result(self.conn)?;
+        self.changed_job(
+            EventType::JobFailed,
+            id,
+            (from, JobStatus::Failed),
+            &after,
+            now,
+            error,
+        );
+        Ok(())
     }
 
     /// Sending `attempt` was never written (the connection closed first, or the robot's queue
@@ -203,7 +254,7 @@ impl WriteTx<'_> {
         retry_at: DateTime<Utc>,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let updated = diesel::update(claimed_sending(id, attempt))
+        let after: Option<After> = diesel::update(claimed_sending(id, attempt))
             .set((
                 jobs::status.eq(JobStatus::Pending),
                 jobs::delivery.eq(Delivery::Idle),
@@ -211,18 +262,21 @@ impl WriteTx<'_> {
                 jobs::wake_at.eq(Some(to_micros(retry_at))),
                 jobs::updated_at.eq(to_micros(now)),
             ))
-            .execute(self.conn)?;
-        if updated > 0 {
-            record_event(
-                self.conn,
-                id,
-                now,
-                Some(JobStatus::Executed),
-                JobStatus::Pending,
-                reason,
-            )?;
-        }
-        Ok(updated > 0)
+            .returning(AFTER)
+            .get_result(self.conn)
+            .optional()?;
+        let Some(after) = after else {
+            return Ok(false);
+        };
+        self.changed_job(
+            EventType::JobRequeued,
+            id,
+            (JobStatus::Executed, JobStatus::Pending),
+            &after,
+            now,
+            reason,
+        );
+        Ok(true)
     }
 
     /// An extended robot acknowledged receipt of the job.
@@ -240,15 +294,16 @@ impl WriteTx<'_> {
         }
         match (job.status, job.delivery) {
             (JobStatus::Executed, Delivery::Claimed | Delivery::AwaitingAck) => {
-                self.set_status(id, JobStatus::Executed, Delivery::Written, None, now)?;
-                record_event(
-                    self.conn,
+                let after =
+                    self.set_status(id, JobStatus::Executed, Delivery::Written, None, now)?;
+                self.changed_job(
+                    EventType::JobAcknowledged,
                     id,
+                    (JobStatus::Executed, JobStatus::Executed),
+                    &after,
                     now,
-                    Some(JobStatus::Executed),
-                    JobStatus::Executed,
                     "acknowledged by the robot",
-                )?;
+                );
                 Ok(AckOutcome::Acknowledged)
             }
             (JobStatus::Executed | JobStatus::Succeeded | JobStatus::Failed, _) => {
@@ -293,20 +348,29 @@ impl WriteTx<'_> {
             };
             (JobStatus::Failed, reason.clone(), Some(reason))
         };
-        diesel::update(jobs::table.find(id))
-            .set((
-                jobs::status.eq(to),
-                jobs::delivery.eq(Delivery::Written),
-                jobs::wake_at.eq(None::<i64>),
-                jobs::updated_at.eq(to_micros(now)),
-            ))
-            .execute(self.conn)?;
-        if let Some(error) = last_error {
-            diesel::update(jobs::table.find(id))
-                .set(jobs::last_error.eq(Some(error)))
-                .execute(self.conn)?;
-        }
-        record_event(self.conn, id, now, Some(job.status), to, &reason)?;
+        // One statement either way: a success leaves `last_error` as it was.
+        let reported = (
+            jobs::status.eq(to),
+            jobs::delivery.eq(Delivery::Written),
+            jobs::wake_at.eq(None::<i64>),
+            jobs::updated_at.eq(to_micros(now)),
+        );
+        let after: After = match last_error {
+            None => diesel::update(jobs::table.find(id))
+                .set(reported)
+                .returning(AFTER)
+                .get_result(self.conn)?,
+            Some(error) => diesel::update(jobs::table.find(id))
+                .set((reported, jobs::last_error.eq(Some(error))))
+                .returning(AFTER)
+                .get_result(self.conn)?,
+        };
+        let kind = if success {
+            EventType::JobSucceeded
+        } else {
+            EventType::JobFailed
+        };
+        self.changed_job(kind, id, (job.status, to), &after, now, &reason);
         Ok(ReportOutcome::Updated {
             from: job.status,
             to,
@@ -345,7 +409,7 @@ impl WriteTx<'_> {
             return Ok(DeclineOutcome::GaveUp { job_id: id });
         }
         let delay = DeliveryPolicy::backoff(attempts);
-        diesel::update(jobs::table.find(id))
+        let after: After = diesel::update(jobs::table.find(id))
             .set((
                 jobs::status.eq(JobStatus::Pending),
                 jobs::delivery.eq(Delivery::Idle),
@@ -353,21 +417,22 @@ impl WriteTx<'_> {
                 jobs::last_error.eq(Some("the robot declined the package")),
                 jobs::updated_at.eq(to_micros(now)),
             ))
-            .execute(self.conn)?;
+            .returning(AFTER)
+            .get_result(self.conn)?;
         let reason = format!(
             "the robot declined the package: resending in {} (attempt {} of {})",
             seconds(delay),
             attempts + 1,
             policy.max_attempts
         );
-        record_event(
-            self.conn,
+        self.changed_job(
+            EventType::JobRequeued,
             id,
+            (JobStatus::Executed, JobStatus::Pending),
+            &after,
             now,
-            Some(JobStatus::Executed),
-            JobStatus::Pending,
             &reason,
-        )?;
+        );
         Ok(DeclineOutcome::Resend {
             job_id: id,
             attempt: attempts + 1,
@@ -408,15 +473,16 @@ impl WriteTx<'_> {
                 self.fail(id, JobStatus::Executed, now, &reason)?;
                 changed.push((id, JobStatus::Failed));
             } else {
-                self.set_status(id, JobStatus::Pending, Delivery::Idle, Some(now), now)?;
-                record_event(
-                    self.conn,
+                let after =
+                    self.set_status(id, JobStatus::Pending, Delivery::Idle, Some(now), now)?;
+                self.changed_job(
+                    EventType::JobRequeued,
                     id,
+                    (JobStatus::Executed, JobStatus::Pending),
+                    &after,
                     now,
-                    Some(JobStatus::Executed),
-                    JobStatus::Pending,
                     "the connection ended before the robot confirmed receipt: sending again",
-                )?;
+                );
                 changed.push((id, JobStatus::Pending));
             }
         }
@@ -431,15 +497,15 @@ impl WriteTx<'_> {
         if job.status != JobStatus::Pending {
             return Ok(ChangeOutcome::Conflict(job.status));
         }
-        self.set_status(id, JobStatus::Cancelled, Delivery::Idle, None, now)?;
-        record_event(
-            self.conn,
+        let after = self.set_status(id, JobStatus::Cancelled, Delivery::Idle, None, now)?;
+        self.changed_job(
+            EventType::JobCancelled,
             id,
+            (JobStatus::Pending, JobStatus::Cancelled),
+            &after,
             now,
-            Some(JobStatus::Pending),
-            JobStatus::Cancelled,
             "cancelled by request",
-        )?;
+        );
         self.changed(id)
     }
 
@@ -452,21 +518,22 @@ impl WriteTx<'_> {
         if job.status != JobStatus::Pending {
             return Ok(ChangeOutcome::Conflict(job.status));
         }
-        diesel::update(jobs::table.find(id))
+        let after: After = diesel::update(jobs::table.find(id))
             .set((
                 jobs::forced.eq(true),
                 jobs::wake_at.eq(Some(to_micros(now))),
                 jobs::updated_at.eq(to_micros(now)),
             ))
-            .execute(self.conn)?;
-        record_event(
-            self.conn,
+            .returning(AFTER)
+            .get_result(self.conn)?;
+        self.changed_job(
+            EventType::JobForced,
             id,
+            (JobStatus::Pending, JobStatus::Pending),
+            &after,
             now,
-            Some(JobStatus::Pending),
-            JobStatus::Pending,
             "forced by request: due now",
-        )?;
+        );
         self.changed(id)
     }
 

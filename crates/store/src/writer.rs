@@ -15,7 +15,8 @@
 //! writer's time); if one write fails, the transaction is rolled back and the batch runs again,
 //! each write in a savepoint of its own, so the failure undoes only its own changes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -25,6 +26,7 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::connection::DbConnection;
+use crate::events::NewEvent;
 use crate::{Location, StoreError, Unreachable};
 
 /// A write transaction, lent to one operation at a time. Operations are the methods defined on
@@ -33,6 +35,8 @@ pub struct WriteTx<'a> {
     pub(crate) conn: &'a mut DbConnection,
     /// This instance's id.
     pub(crate) instance: &'a str,
+    /// The events of the batch so far, inserted just before its commit (events.rs).
+    pub(crate) events: &'a mut Vec<NewEvent>,
 }
 
 /// A write waiting in a batch: run once (again, if the batch had to start over), then told how
@@ -103,6 +107,7 @@ pub struct WriterStats {
     batches: AtomicU64,
     operations: AtomicU64,
     failed_commits: AtomicU64,
+    events: AtomicU64,
     commit_micros: AtomicU64,
     max_batch: AtomicU64,
     batch_size_buckets: [AtomicU64; BATCH_BUCKETS.len()],
@@ -122,6 +127,8 @@ pub struct WriterStatsSnapshot {
     pub batches: u64,
     pub operations: u64,
     pub failed_commits: u64,
+    /// Events committed.
+    pub events: u64,
     pub commit_micros: u64,
     pub max_batch: u64,
     /// Cumulative counts per bucket of [`BATCH_BUCKETS`] (`le` semantics).
@@ -161,6 +168,7 @@ impl WriterStats {
             batches: load(&self.batches),
             operations: load(&self.operations),
             failed_commits: load(&self.failed_commits),
+            events: load(&self.events),
             commit_micros: load(&self.commit_micros),
             max_batch: load(&self.max_batch),
             batch_size_buckets: self.batch_size_buckets.iter().map(load).collect(),
@@ -174,7 +182,24 @@ impl WriterStats {
 pub struct Writer {
     sender: SyncSender<Task>,
     stats: Arc<WriterStats>,
+    published: Arc<Published>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// What the writer tells about the events it committed.
+#[derive(Default)]
+pub(crate) struct Published {
+    last: AtomicI64,
+    hook: OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
+}
+
+impl Published {
+    fn publish(&self, last: i64) {
+        self.last.fetch_max(last, Ordering::AcqRel);
+        if let Some(hook) = self.hook.get() {
+            hook(last);
+        }
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -194,6 +219,8 @@ impl Writer {
         let (sender, receiver) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let thread_stats = Arc::clone(&stats);
+        let published = Arc::new(Published::default());
+        let thread_published = Arc::clone(&published);
         let thread = std::thread::Builder::new()
             .name("db-writer".to_owned())
             .spawn(move || {
@@ -202,6 +229,7 @@ impl Writer {
                     receiver,
                     max_batch.max(1),
                     &thread_stats,
+                    &thread_published,
                     &upkeep,
                     &instance,
                 )
@@ -213,6 +241,7 @@ impl Writer {
         Ok(Writer {
             sender,
             stats,
+            published,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
@@ -256,6 +285,18 @@ impl Writer {
         self.stats.snapshot()
     }
 
+    /// Calls `hook` with the highest event id of every commit that wrote events, on the writer
+    /// thread, after the commit: it must only pass the id on. Set once; later calls are ignored
+    /// (false).
+    pub fn on_events(&self, hook: impl Fn(i64) + Send + Sync + 'static) -> bool {
+        self.published.hook.set(Box::new(hook)).is_ok()
+    }
+
+    /// The highest event id this writer committed (0 before the first).
+    pub fn last_event_id(&self) -> i64 {
+        self.published.last.load(Ordering::Acquire)
+    }
+
     /// Commits what is queued, stops the thread and waits for it. Later submissions fail with
     /// [`StoreError::WriterStopped`].
     pub fn shutdown(&self) {
@@ -290,8 +331,19 @@ where
     F: FnOnce(&mut WriteTx<'_>) -> Result<T, StoreError>,
 {
     let instance = tx.instance;
-    tx.conn
-        .transaction(|conn| op(&mut WriteTx { conn, instance }))
+    let mark = tx.events.len();
+    let events = &mut *tx.events;
+    let outcome = tx.conn.transaction(|conn| {
+        op(&mut WriteTx {
+            conn,
+            instance,
+            events: &mut *events,
+        })
+    });
+    if outcome.is_err() {
+        events.truncate(mark);
+    }
+    outcome
 }
 
 /// Runs one submitted operation in a savepoint of its own, so that its failure undoes only its
@@ -303,6 +355,7 @@ where
 {
     use diesel::RunQueryDsl;
     statements::Savepoint.execute(tx.conn)?;
+    let mark = tx.event_mark();
     let outcome = op(tx).and_then(|value| {
         // On PostgreSQL, RELEASE fails when a statement of the operation failed and the
         // operation went on regardless (its transaction is aborted): then it failed too.
@@ -310,6 +363,7 @@ where
         Ok(value)
     });
     if outcome.is_err() {
+        tx.forget_events_after(mark);
         statements::RollbackTo.execute(tx.conn)?;
         statements::Release.execute(tx.conn)?;
     }
@@ -373,10 +427,12 @@ fn run(
     receiver: Receiver<Task>,
     max_batch: usize,
     stats: &WriterStats,
+    published: &Published,
     upkeep: &Upkeep,
     instance: &str,
 ) {
     let mut batch: Vec<Operation> = Vec::with_capacity(max_batch);
+    let mut events: Vec<NewEvent> = Vec::new();
     let mut stopping = false;
     let mut broken = false;
     while !stopping {
@@ -415,7 +471,14 @@ fn run(
                 }
             }
         }
-        broken = commit_batch(&mut conn, instance, &mut batch, stats);
+        broken = commit_batch(
+            &mut conn,
+            instance,
+            &mut batch,
+            &mut events,
+            stats,
+            published,
+        );
         if upkeep.wal_restart.swap(false, Ordering::AcqRel)
             && let Some(conn) = conn.sqlite()
         {
@@ -443,17 +506,21 @@ fn commit_batch(
     conn: &mut DbConnection,
     instance: &str,
     batch: &mut Vec<Operation>,
+    events: &mut Vec<NewEvent>,
     stats: &WriterStats,
+    published: &Published,
 ) -> bool {
     let size = batch.len();
     let started = Instant::now();
-    let outcome = (|| -> Result<(), StoreError> {
+    events.clear();
+    let outcome = (|| -> Result<Option<(i64, usize)>, StoreError> {
         begin(conn)?;
         let clean = batch.iter_mut().all(|op| {
             op.attempt(
                 &mut WriteTx {
                     conn: &mut *conn,
                     instance,
+                    events: &mut *events,
                 },
                 false,
             )
@@ -462,12 +529,14 @@ fn commit_batch(
             // One write failed, and without savepoints its partial changes cannot be told
             // apart from the others': start over, each write in a savepoint of its own.
             <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
+            events.clear();
             begin(conn)?;
             for op in batch.iter_mut() {
                 op.attempt(
                     &mut WriteTx {
                         conn: &mut *conn,
                         instance,
+                        events: &mut *events,
                     },
                     true,
                 );
@@ -479,6 +548,16 @@ fn commit_batch(
                 return Err(StoreError::Aborted);
             }
         }
+        // Last before the commit: on PostgreSQL it waits for other instances' event commits
+        // (events.rs), so the shorter it is held, the better.
+        let count = events.len();
+        let last = match crate::events::flush(conn, events) {
+            Ok(last) => last,
+            Err(error) => {
+                <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
+                return Err(error);
+            }
+        };
         if let Err(error) =
             <DbConnection as Connection>::TransactionManager::commit_transaction(&mut *conn)
         {
@@ -497,10 +576,16 @@ fn commit_batch(
             }
             return Err(error.into());
         }
-        Ok(())
+        Ok(last.map(|last| (last, count)))
     })();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(size, micros, outcome.is_ok());
+    if let Ok(Some((last, count))) = &outcome {
+        stats
+            .events
+            .fetch_add(u64::try_from(*count).unwrap_or(u64::MAX), Ordering::Relaxed);
+        published.publish(*last);
+    }
     let error = outcome.err().map(Arc::new);
     if let Some(error) = &error {
         log::warn!("database commit of {size} writes failed: {error}");

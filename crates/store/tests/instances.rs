@@ -6,7 +6,7 @@
 mod common;
 
 use common::{TestDatabase, create_job, open, register, secs, t0};
-use rpa_store::{DeliveryPolicy, DueOutcome, JobStatus, Reach, Store};
+use rpa_store::{DeliveryPolicy, DueOutcome, JobStatus, Notice, Reach, Store};
 
 fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>) -> DueOutcome {
     store
@@ -47,7 +47,7 @@ fn a_registered_robot_records_the_instance_that_holds_it_and_loses_it_offline() 
     assert_eq!(robot.instance.as_deref(), Some(store.instance()));
     store
         .writer()
-        .run(|tx| tx.robot_disconnected("A", "c1", t0()))
+        .run(|tx| tx.robot_disconnected("A", "c1", t0(), "closed"))
         .unwrap();
     let robot = store.read(|c| c.robot("A")).unwrap().unwrap();
     assert_eq!(robot.instance, None);
@@ -130,8 +130,10 @@ fn only_the_instance_holding_the_robot_sends_and_the_other_hands_the_job_to_it()
     };
     let (sender, received) = std::sync::mpsc::channel();
     let _listener = b
-        .listen(move |handed| {
-            let _ = sender.send(handed);
+        .listen(move |notice| {
+            if let Notice::HandedOff(handed) = notice {
+                let _ = sender.send(handed);
+            }
         })
         .unwrap()
         .expect("PostgreSQL listens");
@@ -293,8 +295,10 @@ fn a_listener_whose_server_connection_drops_hears_hand_offs_again() {
     };
     let (sender, received) = std::sync::mpsc::channel();
     let _listener = b
-        .listen(move |handed| {
-            let _ = sender.send(handed.job_id);
+        .listen(move |notice| {
+            if let Notice::HandedOff(handed) = notice {
+                let _ = sender.send(handed.job_id);
+            }
         })
         .unwrap()
         .expect("PostgreSQL listens");

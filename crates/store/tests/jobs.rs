@@ -167,9 +167,24 @@ fn an_offline_robot_parks_its_job_until_it_registers() {
     let parked = job(&store, created.id);
     assert_eq!(parked.status, JobStatus::Pending);
     assert_eq!(
-        parked.wake_at, None,
-        "a parked job costs the scheduler nothing"
+        parked.wake_at,
+        Some(t0() + secs(300)),
+        "the scheduler looks again only to tell it is overdue"
     );
+    // Still offline then: told once, and then it costs the scheduler nothing.
+    assert_eq!(
+        due(&store, created.id, t0() + secs(300), false),
+        DueOutcome::Parked
+    );
+    let overdue = job(&store, created.id);
+    assert_eq!(overdue.wake_at, None);
+    let kinds: Vec<String> = store
+        .read(move |c| c.job_events(created.id))
+        .unwrap()
+        .into_iter()
+        .map(|event| event.kind)
+        .collect();
+    assert_eq!(kinds, ["job.created", "job.waiting", "job.overdue"]);
     assert!(
         store
             .read(|c| c.due_jobs(t0() + secs(3600), 10))

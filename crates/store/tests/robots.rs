@@ -57,7 +57,7 @@ fn only_the_live_connection_takes_a_robot_offline() {
     register(&store, "A", "new");
     let replaced = store
         .writer()
-        .run(|tx| tx.robot_disconnected("A", "old", t0()))
+        .run(|tx| tx.robot_disconnected("A", "old", t0(), "closed"))
         .unwrap();
     assert!(
         !replaced,
@@ -66,7 +66,7 @@ fn only_the_live_connection_takes_a_robot_offline() {
     assert!(store.read(|c| c.robot("A")).unwrap().unwrap().online);
     let live = store
         .writer()
-        .run(|tx| tx.robot_disconnected("A", "new", t0()))
+        .run(|tx| tx.robot_disconnected("A", "new", t0(), "closed"))
         .unwrap();
     assert!(live);
     let robot = store.read(|c| c.robot("A")).unwrap().unwrap();
@@ -89,7 +89,7 @@ fn all_robots_go_offline_at_start_and_listings_page_by_address() {
     assert_eq!(
         store
             .writer()
-            .run(|tx| tx.mark_all_robots_offline())
+            .run(|tx| tx.mark_all_robots_offline(t0()))
             .unwrap(),
         3
     );

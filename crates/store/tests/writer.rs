@@ -130,7 +130,9 @@ fn a_write_lock_held_elsewhere_makes_writes_fail_as_busy_then_recover() {
 fn after_shutdown_writes_are_refused() {
     let store = open();
     store.writer().shutdown();
-    let result = store.writer().run(|tx| tx.mark_all_robots_offline());
+    let result = store
+        .writer()
+        .run(|tx| tx.mark_all_robots_offline(chrono::Utc::now()));
     assert!(matches!(result, Err(StoreError::WriterStopped)));
 }
 

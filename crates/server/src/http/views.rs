@@ -2,10 +2,14 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rpa_store::{
-    JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord, ScheduleEventRecord, ScheduleRecord,
+    EventRecord, JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord, ScheduleEventRecord,
+    ScheduleRecord, SubjectState,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+/// How many next occurrences a schedule lists.
+const UPCOMING: usize = 5;
 
 pub(crate) fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -117,8 +121,13 @@ impl JobView {
     }
 }
 
+/// A line of a job's history: one of its events (`id` and `type` as the event stream shows
+/// them).
 #[derive(Serialize)]
 pub(crate) struct EventView {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
     at: String,
     from: Option<&'static str>,
     to: &'static str,
@@ -128,11 +137,98 @@ pub(crate) struct EventView {
 impl From<JobEventRecord> for EventView {
     fn from(event: JobEventRecord) -> Self {
         EventView {
+            id: event.id.to_string(),
+            kind: event.kind,
             at: time(event.at),
             from: event.from.map(|s| s.as_str()),
             to: event.to.as_str(),
             reason: event.reason,
         }
+    }
+}
+
+/// An event as a CloudEvents 1.0 document in its JSON form (docs/EVENTS.md).
+#[derive(Serialize)]
+pub(crate) struct CloudEvent {
+    specversion: &'static str,
+    /// A decimal string, increasing in commit order.
+    id: String,
+    source: &'static str,
+    #[serde(rename = "type")]
+    kind: String,
+    subject: String,
+    time: String,
+    datacontenttype: &'static str,
+    data: EventData,
+}
+
+/// `data`: why, and the subject's state after the change.
+#[derive(Serialize)]
+struct EventData {
+    reason: Option<String>,
+    /// A job's sending number, on `job.sent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<JobView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    robot: Option<RobotView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleView>,
+    /// Another subject's state, as stored (webhooks).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    other: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What every event says it comes from.
+pub(crate) const EVENT_SOURCE: &str = "/socket-server";
+
+impl From<EventRecord> for CloudEvent {
+    fn from(event: EventRecord) -> Self {
+        let mut data = EventData {
+            reason: event.reason,
+            attempt: None,
+            job: None,
+            robot: None,
+            schedule: None,
+            other: None,
+        };
+        match event.state {
+            SubjectState::Job(job) => {
+                if event.kind == "job.sent" {
+                    data.attempt = Some(job.attempts);
+                }
+                data.job = Some(JobView::from(*job));
+            }
+            SubjectState::Robot(robot) => data.robot = Some(RobotView::from(*robot)),
+            SubjectState::Schedule(schedule) => {
+                data.schedule = Some(ScheduleView::at(*schedule, event.at));
+            }
+            SubjectState::Other(Some(serde_json::Value::Object(fields))) => {
+                data.other = Some(fields);
+            }
+            SubjectState::Other(_) => {}
+        }
+        CloudEvent {
+            specversion: "1.0",
+            id: event.id.to_string(),
+            source: EVENT_SOURCE,
+            kind: event.kind,
+            subject: event.subject,
+            time: event.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            datacontenttype: "application/json",
+            data,
+        }
+    }
+}
+
+impl CloudEvent {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn kind(&self) -> &str {
+        &self.kind
     }
 }
 
@@ -166,6 +262,18 @@ pub(crate) struct ScheduleView {
 }
 
 impl ScheduleView {
+    /// The schedule with its next occurrences after `now` (none once inactive).
+    pub(crate) fn at(schedule: ScheduleRecord, now: DateTime<Utc>) -> ScheduleView {
+        let upcoming = match (
+            schedule.active,
+            crate::tasks::recurring_jobs::cron_of(&schedule),
+        ) {
+            (true, Ok(cron)) => cron.upcoming(now, UPCOMING),
+            _ => Vec::new(),
+        };
+        ScheduleView::new(schedule, upcoming)
+    }
+
     /// `upcoming`: the next occurrences, computed by the caller from the expression.
     pub(crate) fn new(schedule: ScheduleRecord, upcoming: Vec<DateTime<Utc>>) -> ScheduleView {
         ScheduleView {

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rpa_store::{DeliveryPolicy, Listener, Reaped, Store, StoreError};
+use rpa_store::{DeliveryPolicy, Listener, Notice, Reaped, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::app::{App, delta};
+use crate::tasks::committed::Committed;
 use crate::tasks::dispatch::Dispatcher;
 
 /// What the start found and did.
@@ -44,7 +45,7 @@ pub(crate) fn start(
         resent: 0,
     };
     if !store.shared() {
-        started.offline = writer.run(|tx| tx.mark_all_robots_offline())?;
+        started.offline = writer.run(|tx| tx.mark_all_robots_offline(Utc::now()))?;
         started.resent = writer.run(move |tx| tx.recover_in_flight(now, &policy))?;
     }
     let lease_until = now + delta(lease);
@@ -57,13 +58,19 @@ pub(crate) fn start(
     Ok(started)
 }
 
-/// Listens for jobs other instances hand to this one and wakes the scheduler for them.
+/// Listens for jobs other instances hand to this one, and wakes the scheduler for them, and
+/// for the events they commit, for the stream and the webhooks to follow.
 pub(crate) fn listen(
     store: &Store,
     dispatcher: &Dispatcher,
+    committed: &Committed,
 ) -> Result<Option<Listener>, StoreError> {
     let dispatcher = dispatcher.clone();
-    store.listen(move |handed| dispatcher.wake(handed.job_id, handed.at))
+    let committed = committed.clone();
+    store.listen(move |notice| match notice {
+        Notice::HandedOff(handed) => dispatcher.wake(handed.job_id, handed.at),
+        Notice::Events(last) => committed.advance(last),
+    })
 }
 
 /// Renews the lease and reaps dead instances, every fifth of the lease, until `stop`. Shared

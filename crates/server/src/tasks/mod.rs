@@ -2,6 +2,7 @@
 //! robots, firing recurring schedules, writing package files, retention, and this instance's
 //! lease among several.
 
+pub(crate) mod committed;
 pub(crate) mod dispatch;
 pub(crate) mod instance;
 pub(crate) mod package_files;

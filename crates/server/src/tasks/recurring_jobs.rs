@@ -78,8 +78,8 @@ pub(crate) fn fire(
             time(occurrence),
             schedule.robot_address
         );
-        tx.record_schedule_event(id, Some(occurrence), now, "skipped", Some(pending), &reason)?;
         tx.advance_schedule(id, occurrence, next, now, ended)?;
+        tx.record_schedule_event(id, Some(occurrence), now, "skipped", Some(pending), &reason)?;
         return Ok(Some(Fired {
             instance: None,
             next,
@@ -122,6 +122,8 @@ pub(crate) fn fire(
         &reason,
         missed_reason.as_deref(),
     )?;
+    // The history follows the change it tells of, so that events show the schedule after it.
+    tx.advance_schedule(id, occurrence, next, now, ended)?;
     if let Some(why) = &missed_reason {
         tx.record_schedule_event(id, Some(occurrence), now, "missed", Some(instance.id), why)?;
     } else if missed.missed > 1 {
@@ -134,7 +136,6 @@ pub(crate) fn fire(
             &reason,
         )?;
     }
-    tx.advance_schedule(id, occurrence, next, now, ended)?;
     if let Some(ended) = ended {
         tx.record_schedule_event(id, Some(occurrence), now, "ended", None, ended)?;
     }

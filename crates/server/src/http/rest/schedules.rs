@@ -16,8 +16,7 @@ use crate::app::App;
 use crate::http::problem::Problem;
 use crate::http::views::{Page, ScheduleView};
 
-/// Occurrences listed ahead, and instances and events shown with one schedule.
-const UPCOMING: usize = 5;
+/// Instances and events shown with one schedule.
 const HISTORY: i64 = 20;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
@@ -39,14 +38,7 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 
 /// The schedule as the API shows it, with its next occurrences (none once inactive).
 pub(super) fn view(schedule: ScheduleRecord) -> ScheduleView {
-    let upcoming = match (
-        schedule.active,
-        crate::tasks::recurring_jobs::cron_of(&schedule),
-    ) {
-        (true, Ok(cron)) => cron.upcoming(Utc::now(), UPCOMING),
-        _ => Vec::new(),
-    };
-    ScheduleView::new(schedule, upcoming)
+    ScheduleView::at(schedule, Utc::now())
 }
 
 async fn list(app: &App, query: &Query) -> Result<Response, Problem> {

@@ -435,10 +435,11 @@ impl Connection {
             (Some(robot), Some(_)) => {
                 let address = robot.address.as_str().to_owned();
                 let connection_id = self.session.id().to_string();
+                let reason = format!("connection ended: {end}");
                 let result = self
                     .app
                     .db
-                    .write(move |tx| tx.robot_disconnected(&address, &connection_id, now))
+                    .write(move |tx| tx.robot_disconnected(&address, &connection_id, now, &reason))
                     .await;
                 if let Err(error) = result {
                     log::error!(

@@ -150,7 +150,12 @@ impl Connection {
             self.app
                 .db
                 .write_detached("an abandoned robot going offline", move |tx| {
-                    tx.robot_disconnected(abandoned.as_str(), &connection_id, now)
+                    tx.robot_disconnected(
+                        abandoned.as_str(),
+                        &connection_id,
+                        now,
+                        "its connection now speaks for another robot",
+                    )
                 });
         }
         self.start_pings();
