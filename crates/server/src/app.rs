@@ -264,10 +264,7 @@ impl Server {
             Arc::clone(&app),
             stopped.clone(),
         ));
-        let alerts = tokio::spawn(crate::tasks::alerts::run(
-            Arc::clone(&app),
-            stopped.clone(),
-        ));
+        let alerts = tokio::spawn(crate::tasks::alerts::run(Arc::clone(&app), stopped.clone()));
         let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),

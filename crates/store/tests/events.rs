@@ -174,11 +174,17 @@ fn a_refused_change_writes_no_event() {
         ChangeOutcome::Conflict(_)
     ));
     assert!(matches!(
-        store.writer().run(|tx| tx.cancel_job(999_999, t0())).unwrap(),
+        store
+            .writer()
+            .run(|tx| tx.cancel_job(999_999, t0()))
+            .unwrap(),
         ChangeOutcome::NotFound
     ));
     assert!(matches!(
-        store.writer().run(|tx| tx.insert_job(&new_job("nobody", t0()))).unwrap(),
+        store
+            .writer()
+            .run(|tx| tx.insert_job(&new_job("nobody", t0())))
+            .unwrap(),
         InsertJob::UnknownRobot
     ));
     assert_eq!(all_events(&store), before);
@@ -263,8 +269,7 @@ fn trimming_deletes_old_events_behind_a_floor_and_keeps_a_jobs_history() {
     register(&store, "A", "c");
     let mut job = new_job("A", t0() + secs(60));
     job.created_at = t0() + secs(10);
-    let InsertJob::Created(job) = store.writer().run(move |tx| tx.insert_job(&job)).unwrap()
-    else {
+    let InsertJob::Created(job) = store.writer().run(move |tx| tx.insert_job(&job)).unwrap() else {
         panic!("not created");
     };
     register(&store, "B", "c");
@@ -337,7 +342,10 @@ fn purging_finished_jobs_raises_the_floor_to_their_last_event() {
     let store = open();
     register(&store, "A", "c");
     let old = create_job(&store, "A", t0()).id;
-    store.writer().run(move |tx| tx.cancel_job(old, t0())).unwrap();
+    store
+        .writer()
+        .run(move |tx| tx.cancel_job(old, t0()))
+        .unwrap();
     let young = create_job(&store, "A", t0()).id;
     let events = all_events(&store);
     let last_of_old = events

@@ -12,10 +12,10 @@
 //! reads the database up to that position, then takes from the broadcast only what lies after
 //! the last id it looked at.
 //!
-//! Memory is bounded per subscriber: a consumer that lets [`SUBSCRIBER_BUFFER`] events pile up,
-//! or falls behind the broadcast, or takes nothing for [`STALL`] while catching up, is
-//! disconnected: its stream ends (the connection is closed if it still has not taken what was
-//! buffered [`STALL`] later), and it resumes with the last id it received.
+//! Memory is bounded per subscriber: a consumer that lets [`SUBSCRIBER_BUFFER`] events or
+//! [`SUBSCRIBER_BYTES`] pile up, or falls behind the broadcast, or takes nothing for [`STALL`]
+//! while catching up, is disconnected: its stream ends (the connection is closed if it still has
+//! not taken what was buffered [`STALL`] later), and it resumes with the last id it received.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpa_store::{EventFilter, EventRecord, StoreError, TypePattern};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
 use crate::app::App;
 use crate::http::listener::CloseConnection;
@@ -36,8 +36,11 @@ use crate::tasks::committed::Committed;
 pub(crate) const PAGE: usize = 256;
 /// Batches (pages of the hub) the broadcast keeps for subscribers that are a little behind.
 const BROADCAST: usize = 64;
-/// Events waiting for one consumer before it counts as too slow.
+/// Events waiting for one consumer before it counts as too slow ...
 pub(crate) const SUBSCRIBER_BUFFER: usize = 1024;
+/// ... or bytes of them (an event carries its job's package, up to `--max-body`). An event larger
+/// than this still goes to a consumer that has taken everything before it.
+pub(crate) const SUBSCRIBER_BYTES: usize = 4 * 1024 * 1024;
 /// How long a consumer may take nothing while catching up, and how long a disconnected one has
 /// to take what was buffered for it before its connection is closed.
 pub(crate) const STALL: Duration = Duration::from_secs(10);
@@ -257,23 +260,110 @@ async fn poll_last(db: &crate::db::Db, committed: &Committed) {
 /// One subscriber's side of the stream: the rendered frames to send, in order. Dropping it ends
 /// the subscription.
 pub(crate) struct Subscription {
-    pub(crate) frames: mpsc::Receiver<Bytes>,
+    frames: mpsc::Receiver<Queued>,
     /// Dropped with the subscription: tells the follower the consumer is gone.
     _alive: oneshot::Sender<()>,
     _counted: Counted,
 }
 
+impl Subscription {
+    /// The next frame to send; `None` once the stream has ended.
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        // The frame's share of the byte budget is given back as it leaves the queue.
+        self.frames
+            .poll_recv(cx)
+            .map(|queued| queued.map(|queued| queued.frame))
+    }
+}
+
 #[cfg(test)]
 impl Subscription {
-    /// A subscription fed by hand through the sender.
-    pub(crate) fn detached() -> (Subscription, mpsc::Sender<Bytes>) {
-        let (frames, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+    /// A subscription fed by hand through the outbox.
+    pub(crate) fn detached() -> (Subscription, Outbox) {
+        let (outbox, frames) = Outbox::new();
         let subscription = Subscription {
-            frames: receiver,
+            frames,
             _alive: oneshot::channel().0,
             _counted: Counted::new(&Arc::new(Metrics::default())),
         };
-        (subscription, frames)
+        (subscription, outbox)
+    }
+}
+
+/// A frame waiting for its consumer, holding its bytes' share of the budget.
+struct Queued {
+    frame: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// What the follower puts frames in: bounded in events (the channel) and in bytes (a permit per
+/// byte, given back as each frame leaves).
+pub(crate) struct Outbox {
+    frames: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+/// Why a frame was not queued.
+enum Refused {
+    /// The consumer has not taken enough of what was queued.
+    Full,
+    /// The consumer is gone.
+    Closed,
+}
+
+impl Outbox {
+    fn new() -> (Outbox, mpsc::Receiver<Queued>) {
+        let (frames, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let outbox = Outbox {
+            frames,
+            budget: Arc::new(Semaphore::new(SUBSCRIBER_BYTES)),
+        };
+        (outbox, receiver)
+    }
+
+    fn share(frame: &Bytes) -> u32 {
+        u32::try_from(frame.len().min(SUBSCRIBER_BYTES)).unwrap_or(u32::MAX)
+    }
+
+    /// Queues `frame` if there is room now.
+    fn try_push(&self, frame: Bytes) -> Result<(), Refused> {
+        let budget = Arc::clone(&self.budget)
+            .try_acquire_many_owned(Outbox::share(&frame))
+            .map_err(|error| match error {
+                tokio::sync::TryAcquireError::NoPermits => Refused::Full,
+                tokio::sync::TryAcquireError::Closed => Refused::Closed,
+            })?;
+        self.frames
+            .try_send(Queued {
+                frame,
+                _budget: budget,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => Refused::Full,
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            })
+    }
+
+    /// Queues `frame`, waiting for room as long as it takes.
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), ()> {
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(Outbox::share(&frame))
+            .await
+            .map_err(|_| ())?;
+        self.frames
+            .send(Queued {
+                frame,
+                _budget: budget,
+            })
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.frames.closed().await;
     }
 }
 
@@ -282,7 +372,9 @@ struct Counted(Arc<Metrics>);
 
 impl Counted {
     fn new(metrics: &Arc<Metrics>) -> Counted {
-        metrics.event_stream_subscribers.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .event_stream_subscribers
+            .fetch_add(1, Ordering::Relaxed);
         Counted(Arc::clone(metrics))
     }
 }
@@ -303,11 +395,11 @@ pub(crate) fn subscribe(
     after: Option<i64>,
     close: Option<CloseConnection>,
 ) -> Subscription {
-    let (frames, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+    let (outbox, frames) = Outbox::new();
     let (alive, gone) = oneshot::channel();
     let counted = Counted::new(&app.metrics);
     tokio::spawn(async move {
-        let end = follow(&app, &selection, after, &frames).await;
+        let end = follow(&app, &selection, after, &outbox).await;
         match end {
             End::Slow(why) => {
                 bump(&app.metrics.event_streams_slow_closed);
@@ -316,7 +408,7 @@ pub(crate) fn subscribe(
                 );
                 // The stream ends once the consumer has taken what was buffered for it; one
                 // that does not even take that loses its connection.
-                drop(frames);
+                drop(outbox);
                 if tokio::time::timeout(STALL, gone).await.is_err()
                     && let Some(close) = close
                 {
@@ -331,7 +423,7 @@ pub(crate) fn subscribe(
         }
     });
     Subscription {
-        frames: receiver,
+        frames,
         _alive: alive,
         _counted: counted,
     }
@@ -350,16 +442,11 @@ enum End {
     Failed(StoreError),
 }
 
-async fn follow(
-    app: &App,
-    selection: &Selection,
-    after: Option<i64>,
-    frames: &mpsc::Sender<Bytes>,
-) -> End {
+async fn follow(app: &App, selection: &Selection, after: Option<i64>, outbox: &Outbox) -> End {
     let hub = &app.event_hub;
     // Most of the way from the database, without a place in the broadcast to fall behind in.
     let early = match after {
-        Some(after) => match backfill(app, selection, after, hub.position(), frames).await {
+        Some(after) => match backfill(app, selection, after, hub.position(), outbox).await {
             Ok(cursor) => Some(cursor),
             Err(end) => return end,
         },
@@ -370,7 +457,7 @@ async fn follow(
     };
     // The last id looked at (sent, or filtered out).
     let mut cursor = match early {
-        Some(cursor) => match backfill(app, selection, cursor, position, frames).await {
+        Some(cursor) => match backfill(app, selection, cursor, position, outbox).await {
             Ok(cursor) => cursor,
             Err(end) => return end,
         },
@@ -388,12 +475,10 @@ async fn follow(
                         if !selection.matches(event) {
                             continue;
                         }
-                        match frames.try_send(event.frame.clone()) {
+                        match outbox.try_push(event.frame.clone()) {
                             Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                return End::Slow("let its buffer fill up");
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return End::Gone,
+                            Err(Refused::Full) => return End::Slow("let its buffer fill up"),
+                            Err(Refused::Closed) => return End::Gone,
                         }
                     }
                 }
@@ -402,7 +487,7 @@ async fn follow(
                 }
                 Err(broadcast::error::RecvError::Closed) => return End::Stopped,
             },
-            () = frames.closed() => return End::Gone,
+            () = outbox.closed() => return End::Gone,
         }
     }
 }
@@ -413,7 +498,7 @@ async fn backfill(
     selection: &Selection,
     mut cursor: i64,
     upto: i64,
-    frames: &mpsc::Sender<Bytes>,
+    outbox: &Outbox,
 ) -> Result<i64, End> {
     while cursor < upto {
         if app.event_hub.is_closed() {
@@ -437,7 +522,7 @@ async fn backfill(
             }
             last = record.id;
             let frame = StreamEvent::render(record).frame;
-            match tokio::time::timeout(STALL, frames.send(frame)).await {
+            match tokio::time::timeout(STALL, outbox.push(frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(End::Gone),
                 Err(_) => return Err(End::Slow("took nothing for a while")),
@@ -448,4 +533,83 @@ async fn backfill(
         cursor = if full { last } else { upto };
     }
     Ok(cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use rpa_store::{RobotRecord, SubjectState};
+
+    use super::*;
+
+    #[test]
+    fn an_event_is_rendered_once_as_an_sse_frame_with_its_document_on_one_line() {
+        let at = Utc.with_ymd_and_hms(2026, 7, 15, 9, 0, 0).unwrap();
+        // Metadata is kept as the robot sent it, line breaks and all.
+        let robot = RobotRecord {
+            address: "001AFFDB45C2".into(),
+            name: "R".into(),
+            user_id: None,
+            online: true,
+            connection_id: None,
+            protocol: 1,
+            first_seen: at,
+            last_seen: at,
+            metadata: "{\r\n  \"note\": \"a\\nb\"\n}".into(),
+            instance: None,
+        };
+        let event = StreamEvent::render(EventRecord {
+            id: 7,
+            kind: "robot.online".into(),
+            subject: "robots/001AFFDB45C2".into(),
+            at,
+            reason: Some("connected".into()),
+            state: SubjectState::Robot(Box::new(robot)),
+        });
+        assert_eq!((event.id, event.kind.as_str()), (7, "robot.online"));
+        let text = std::str::from_utf8(&event.frame).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 5, "{text:?}");
+        assert_eq!(lines[0], "id: 7");
+        assert_eq!(lines[1], "event: robot.online");
+        assert_eq!(lines[3..], ["", ""]);
+        let document: serde_json::Value =
+            serde_json::from_str(lines[2].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(document["id"], "7");
+        assert_eq!(document["subject"], "robots/001AFFDB45C2");
+        assert_eq!(document["data"]["reason"], "connected");
+        assert_eq!(document["data"]["robot"]["metadata"]["note"], "a\nb");
+    }
+
+    #[tokio::test]
+    async fn an_outbox_is_bounded_in_events_and_in_bytes() {
+        let (outbox, mut frames) = Outbox::new();
+        let big = Bytes::from(vec![b'x'; SUBSCRIBER_BYTES / 2 + 1]);
+        assert!(outbox.try_push(big.clone()).is_ok());
+        assert!(matches!(outbox.try_push(big.clone()), Err(Refused::Full)));
+        // Taken: its bytes are free again.
+        drop(frames.recv().await.unwrap());
+        assert!(outbox.try_push(big.clone()).is_ok());
+        drop(frames.recv().await.unwrap());
+        // Larger than the whole budget: it goes when nothing else waits.
+        let huge = Bytes::from(vec![b'x'; SUBSCRIBER_BYTES * 2]);
+        assert!(outbox.try_push(Bytes::from_static(b"small")).is_ok());
+        assert!(matches!(outbox.try_push(huge.clone()), Err(Refused::Full)));
+        drop(frames.recv().await.unwrap());
+        assert!(outbox.try_push(huge).is_ok());
+        drop(frames.recv().await.unwrap());
+        // In events.
+        for _ in 0..SUBSCRIBER_BUFFER {
+            assert!(outbox.try_push(Bytes::from_static(b"e")).is_ok());
+        }
+        assert!(matches!(
+            outbox.try_push(Bytes::from_static(b"e")),
+            Err(Refused::Full)
+        ));
+        drop(frames);
+        assert!(matches!(
+            outbox.try_push(Bytes::from_static(b"e")),
+            Err(Refused::Closed)
+        ));
+    }
 }

@@ -123,11 +123,7 @@ async fn purge_database(app: &Arc<App>, stop: &watch::Receiver<bool>) {
 async fn trim_events(app: &Arc<App>, stop: &watch::Receiver<bool>, now: chrono::DateTime<Utc>) {
     let horizon = now - crate::app::delta(app.config.event_retention);
     while !*stop.borrow() {
-        match app
-            .db
-            .write(move |tx| tx.trim_events(horizon, BATCH))
-            .await
-        {
+        match app.db.write(move |tx| tx.trim_events(horizon, BATCH)).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(error) => {

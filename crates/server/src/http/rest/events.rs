@@ -262,7 +262,7 @@ impl Stream for SseBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let frame = match this.subscription.frames.poll_recv(cx) {
+        let frame = match this.subscription.poll_frame(cx) {
             Poll::Ready(Some(frame)) => frame,
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => match this.keep_alive.as_mut().poll(cx) {
@@ -354,7 +354,7 @@ mod tests {
     }
 
     /// A body fed by hand: what `subscribe` hands the response.
-    fn body(interval: Duration) -> (SseBody, tokio::sync::mpsc::Sender<Bytes>) {
+    fn body(interval: Duration) -> (SseBody, event_hub::Outbox) {
         let (subscription, frames) = Subscription::detached();
         (
             SseBody {
@@ -377,7 +377,7 @@ mod tests {
 
         // An event puts the next comment off.
         tokio::time::advance(Duration::from_secs(10)).await;
-        frames.send(Bytes::from_static(b"id: 1\n\n")).await.unwrap();
+        frames.push(Bytes::from_static(b"id: 1\n\n")).await.unwrap();
         assert_eq!(&body.next().await.unwrap().unwrap()[..], b"id: 1\n\n");
         let sent = tokio::time::Instant::now();
         assert_eq!(
@@ -387,7 +387,7 @@ mod tests {
         assert_eq!(sent.elapsed(), KEEP_ALIVE);
 
         // The subscription ends: so does the body, after what was buffered.
-        frames.send(Bytes::from_static(b"id: 2\n\n")).await.unwrap();
+        frames.push(Bytes::from_static(b"id: 2\n\n")).await.unwrap();
         drop(frames);
         assert_eq!(&body.next().await.unwrap().unwrap()[..], b"id: 2\n\n");
         assert!(body.next().await.is_none());
