@@ -3,8 +3,9 @@
 //! from the database on its own, then follows the broadcast, filtering in memory.
 //!
 //! The hub wakes when events are committed ([`Committed`]: this instance's writer, and other
-//! instances' notices on PostgreSQL) and reads nothing otherwise. On PostgreSQL it also asks the
-//! database for the highest id once a second while idle, in case a notice was lost.
+//! instances' notices on PostgreSQL) and reads nothing otherwise, nor while nobody follows the
+//! stream. On PostgreSQL it also asks the database for the highest id once a second while idle,
+//! in case a notice was lost.
 //!
 //! A subscriber never misses nor repeats an event at the switch from catching up to following:
 //! ids increase in commit order, the hub broadcasts every event after its position in id order,
@@ -46,6 +47,8 @@ pub(crate) const SUBSCRIBER_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const STALL: Duration = Duration::from_secs(10);
 /// How often the hub asks PostgreSQL for the highest id while nothing wakes it.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// The shortest time between two reads of the hub: what is committed meanwhile is read at once.
+const COALESCE: Duration = Duration::from_millis(10);
 /// How long the hub waits after the database failed before it reads again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -189,6 +192,20 @@ impl EventHub {
         state.position = state.position.max(last);
     }
 
+    /// With nobody following, the hub need not read what was committed: whoever subscribes
+    /// later reads it from the database. True when it skipped up to `target`.
+    fn skip_unwatched(&self, target: i64) -> bool {
+        let mut state = self.lock();
+        let unwatched = state
+            .sender
+            .as_ref()
+            .is_none_or(|sender| sender.receiver_count() == 0);
+        if unwatched {
+            state.position = state.position.max(target);
+        }
+        unwatched
+    }
+
     /// Ends every subscriber's stream once it has taken what was broadcast.
     fn close(&self) {
         self.lock().sender = None;
@@ -201,9 +218,18 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut committed = app.committed.subscribe();
     let shared = app.db.shared();
     let mut failing = false;
+    let mut last_read = tokio::time::Instant::now();
     loop {
         let target = *committed.borrow_and_update();
-        if target > hub.position() {
+        if target > hub.position() && !hub.skip_unwatched(target) {
+            // Commits come every few milliseconds under load: a read for each would cost more
+            // than the events it carries. What commits meanwhile is read too (and wakes the
+            // loop once more, to find the hub past it).
+            tokio::select! {
+                () = tokio::time::sleep_until(last_read + COALESCE) => {}
+                _ = stop.changed() => break,
+            }
+            last_read = tokio::time::Instant::now();
             match catch_up(&app).await {
                 Ok(()) => {
                     if failing {
@@ -238,14 +264,21 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
 async fn catch_up(app: &App) -> Result<(), StoreError> {
     loop {
         let filter = Selection::default().filter(app.event_hub.position(), PAGE);
-        let page = app.db.read(move |conn| conn.events(&filter)).await?;
+        // Rendered on the blocking pool too, off the workers that serve requests.
+        let page = app
+            .db
+            .read(move |conn| Ok(render(conn.events(&filter)?)))
+            .await?;
         let full = page.len() >= PAGE;
-        app.event_hub
-            .publish(page.into_iter().map(StreamEvent::render).collect());
+        app.event_hub.publish(page);
         if !full {
             return Ok(());
         }
     }
+}
+
+fn render(records: Vec<EventRecord>) -> Vec<StreamEvent> {
+    records.into_iter().map(StreamEvent::render).collect()
 }
 
 /// PostgreSQL: another instance's notice may have been lost (a listener that reconnected):
@@ -507,7 +540,7 @@ async fn backfill(
         let filter = selection.filter(cursor, PAGE);
         let (floor, page) = app
             .db
-            .read(move |conn| Ok((conn.event_floor()?, conn.events(&filter)?)))
+            .read(move |conn| Ok((conn.event_floor()?, render(conn.events(&filter)?))))
             .await
             .map_err(End::Failed)?;
         if floor > cursor {
@@ -515,14 +548,13 @@ async fn backfill(
         }
         let full = page.len() >= PAGE;
         let mut last = cursor;
-        for record in page {
-            if record.id > upto {
+        for event in page {
+            if event.id > upto {
                 // The rest comes from the broadcast.
                 return Ok(upto);
             }
-            last = record.id;
-            let frame = StreamEvent::render(record).frame;
-            match tokio::time::timeout(STALL, outbox.push(frame)).await {
+            last = event.id;
+            match tokio::time::timeout(STALL, outbox.push(event.frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(End::Gone),
                 Err(_) => return Err(End::Slow("took nothing for a while")),
