@@ -697,7 +697,7 @@ async fn a_robot_offline_too_long_is_told_unreachable_once_per_outage() {
     let subject = format!("type=robot.unreachable&subject=robots/{ROBOT}");
     let mut sse = Sse::open(
         server.addr,
-        &format!("/api/events?type=robot.unreachable,robot.offline"),
+        "/api/events?type=robot.unreachable,robot.offline",
         &[],
     )
     .await;
