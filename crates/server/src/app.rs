@@ -20,6 +20,7 @@ use crate::http::metrics::Metrics;
 use crate::logging::LoggingError;
 use crate::tasks::committed::Committed;
 use crate::tasks::dispatch::{self, Dispatcher};
+use crate::tasks::event_hub::EventHub;
 
 /// What every part of the server shares.
 pub(crate) struct App {
@@ -34,6 +35,8 @@ pub(crate) struct App {
     pub(crate) package_files: Arc<crate::tasks::package_files::PackageFiles>,
     /// The highest event id committed, for the stream and the webhooks to follow.
     pub(crate) committed: Committed,
+    /// The live event stream's broadcast.
+    pub(crate) event_hub: EventHub,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -213,6 +216,7 @@ impl Server {
             heartbeat,
             connections: Arc::new(Tracker::default()),
             package_files,
+            event_hub: EventHub::new(committed.last()),
             committed,
         });
         let rest = crate::http::rest::routes(Arc::clone(&app));
@@ -256,6 +260,11 @@ impl Server {
             Arc::clone(&app),
             stopped.clone(),
         ));
+        let event_hub = tokio::spawn(crate::tasks::event_hub::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
+        let alerts = tokio::spawn(crate::tasks::alerts::run(Arc::clone(&app), stopped.clone()));
         let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),
@@ -289,6 +298,8 @@ impl Server {
         let _ = confirmer.await;
         let _ = retention.await;
         let _ = lease.await;
+        let _ = event_hub.await;
+        let _ = alerts.await;
         // Written after the connections closed, so the files of everything accepted are there.
         let _ = package_files.await;
         let store = app.db.store().clone();

@@ -12,7 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 
@@ -20,6 +20,18 @@ use crate::app::App;
 
 /// How long open HTTP requests get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Closes the connection a request came on, whatever it is doing: for an event stream whose
+/// consumer stopped reading (hyper polls a response body only when the socket takes more, so
+/// the stream cannot end it by itself). Every request carries one in its extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct CloseConnection(Arc<Notify>);
+
+impl CloseConnection {
+    pub(crate) fn close(&self) {
+        self.0.notify_one();
+    }
+}
 
 pub(crate) async fn serve(
     app: Arc<App>,
@@ -52,7 +64,10 @@ pub(crate) async fn serve(
                     let app = Arc::clone(&app);
                     let rest = rest.clone();
                     let slot = Arc::new(slot);
-                    let service = service_fn(move |request| {
+                    let closer = CloseConnection(Arc::new(Notify::new()));
+                    let close = closer.clone();
+                    let service = service_fn(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(close.clone());
                         handle(Arc::clone(&app), rest.clone(), request, peer, Arc::clone(&slot))
                     });
                     let connection = builder
@@ -68,6 +83,10 @@ pub(crate) async fn serve(
                                 // Finish the request under way, then close.
                                 connection.as_mut().graceful_shutdown();
                                 connection.await
+                            }
+                            () = closer.0.notified() => {
+                                log::debug!("peer={peer}: HTTP connection closed: its consumer stopped reading");
+                                Ok(())
                             }
                         };
                         if let Err(error) = ended {

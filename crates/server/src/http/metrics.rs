@@ -23,6 +23,9 @@ pub(crate) struct Metrics {
     pub(crate) triggers_accepted: AtomicU64,
     pub(crate) triggers_rejected: AtomicU64,
     pub(crate) slow_robots_closed: AtomicU64,
+    /// Open event streams (a gauge).
+    pub(crate) event_stream_subscribers: AtomicU64,
+    pub(crate) event_streams_slow_closed: AtomicU64,
     lateness_buckets: [AtomicU64; LATENESS_BUCKETS_MS.len()],
     lateness_count: AtomicU64,
     lateness_sum_micros: AtomicU64,

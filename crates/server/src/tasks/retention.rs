@@ -1,5 +1,6 @@
-//! Retention: old daily log files, and (when configured) finished jobs, their events, old
-//! robot messages and schedule events, purged in small batches so the writer keeps serving.
+//! Retention: old daily log files, the event stream's old events, and (when configured) finished
+//! jobs, their events, old robot messages and schedule events, purged in small batches so the
+//! writer keeps serving.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ async fn purge_database(app: &Arc<App>, stop: &watch::Receiver<bool>) {
         tx.purge_idempotency_keys(now - KEY_RETENTION, BATCH)
     })
     .await;
+    trim_events(app, stop, now).await;
     let Some(days) = app.config.job_retention_days else {
         return;
     };
@@ -114,6 +116,21 @@ async fn purge_database(app: &Arc<App>, stop: &watch::Receiver<bool>) {
     }
     if purged > 0 {
         log::info!("retention: {purged} finished jobs older than {days} days purged");
+    }
+}
+
+/// Trims the event stream to `--event-retention`: a batch per write, until nothing is older.
+async fn trim_events(app: &Arc<App>, stop: &watch::Receiver<bool>, now: chrono::DateTime<Utc>) {
+    let horizon = now - crate::app::delta(app.config.event_retention);
+    while !*stop.borrow() {
+        match app.db.write(move |tx| tx.trim_events(horizon, BATCH)).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                log::warn!("retention: cannot trim the event stream: {error}");
+                break;
+            }
+        }
     }
 }
 

@@ -170,9 +170,20 @@ async fn render(app: &App) -> Response {
             "Connections closed because the robot did not read.",
             load(&m.slow_robots_closed),
         ),
+        (
+            "rpa_event_stream_slow_closed_total",
+            "Event streams closed because the consumer did not keep up.",
+            load(&m.event_streams_slow_closed),
+        ),
     ] {
         counter(&mut out, name, help, value);
     }
+    gauge(
+        &mut out,
+        "rpa_event_stream_subscribers",
+        "Open event streams (GET /api/events as Server-Sent Events).",
+        load(&m.event_stream_subscribers),
+    );
     let (buckets, count, sum) = m.lateness();
     let bounds: Vec<f64> = LATENESS_BUCKETS_MS
         .iter()
@@ -216,6 +227,12 @@ async fn render(app: &App) -> Response {
         "rpa_db_commits_failed_total",
         "Batches whose commit failed.",
         writer.failed_commits,
+    );
+    counter(
+        &mut out,
+        "rpa_events_written_total",
+        "Events this instance committed (job, robot and schedule changes).",
+        writer.events,
     );
     let mut response = Response::new(out.into());
     response.headers_mut().insert(

@@ -4,6 +4,7 @@
 
 mod body;
 mod compat;
+mod events;
 mod health;
 mod jobs;
 mod metrics;
@@ -37,6 +38,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(jobs::routes(Arc::clone(&app)))
         .unify()
         .or(schedules::routes(Arc::clone(&app)))
+        .unify()
+        .or(events::routes(Arc::clone(&app)))
         .unify()
         .or(compat::routes(app))
         .unify()

@@ -36,6 +36,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/schedules"),
     ("GET", "/api/schedules/{id}"),
     ("DELETE", "/api/schedules/{id}"),
+    ("GET", "/api/events"),
     ("GET", "/jobs/cancel/{id}/"),
     ("GET", "/api/jobs/cancel/{id}"),
     ("GET", "/jobs/force/{id}/"),
