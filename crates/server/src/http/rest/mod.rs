@@ -12,6 +12,7 @@ mod query;
 mod robots;
 mod schedules;
 mod trigger;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(jobs::routes(Arc::clone(&app)))
         .unify()
         .or(schedules::routes(Arc::clone(&app)))
+        .unify()
+        .or(webhooks::routes(Arc::clone(&app)))
         .unify()
         .or(compat::routes(app))
         .unify()
