@@ -471,10 +471,26 @@ mod tests {
 
     #[test]
     fn type_patterns() {
-        for good in ["*", "job.failed", "robot.*", "job.*", "webhook.disabled", "x-1.y_2"] {
+        for good in [
+            "*",
+            "job.failed",
+            "robot.*",
+            "job.*",
+            "webhook.disabled",
+            "x-1.y_2",
+        ] {
             assert!(valid_pattern(good), "{good}");
         }
-        for bad in ["", "job.", ".job", "Job.failed", "job.*.x", "job*", "*.failed", "job failed"] {
+        for bad in [
+            "",
+            "job.",
+            ".job",
+            "Job.failed",
+            "job.*.x",
+            "job*",
+            "*.failed",
+            "job failed",
+        ] {
             assert!(!valid_pattern(bad), "{bad}");
         }
         assert!(!valid_pattern(&"a".repeat(101)));

@@ -80,7 +80,14 @@ mod tests {
         ] {
             assert!(!policy.allows(ip(refused)), "{refused}");
         }
-        for allowed in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "::1", "8.8.8.8", "0.0.0.0"] {
+        for allowed in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "::1",
+            "8.8.8.8",
+            "0.0.0.0",
+        ] {
             assert!(policy.allows(ip(allowed)), "{allowed}");
         }
     }

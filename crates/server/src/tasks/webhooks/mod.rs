@@ -88,13 +88,9 @@ impl Webhooks {
             Some(path) => read_roots(path)?,
             None => Vec::new(),
         };
-        let client = DeliveryClient::new(
-            AddressPolicy::new(deny),
-            roots,
-            DELIVERY_TIMEOUT,
-            MAX_REPLY,
-        )
-        .map_err(SetupError::Tls)?;
+        let client =
+            DeliveryClient::new(AddressPolicy::new(deny), roots, DELIVERY_TIMEOUT, MAX_REPLY)
+                .map_err(SetupError::Tls)?;
         Ok(Webhooks {
             client: Arc::new(client),
             changed: Notify::new(),
@@ -114,14 +110,20 @@ impl Webhooks {
 
     /// Per webhook this instance delivers, when the oldest event it owes happened.
     pub(crate) fn owed_since(&self) -> Vec<(i64, Option<DateTime<Utc>>)> {
-        let map = self.owed_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .owed_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut all: Vec<_> = map.iter().map(|(id, at)| (*id, *at)).collect();
         all.sort_unstable_by_key(|(id, _)| *id);
         all
     }
 
     fn set_owed_since(&self, id: i64, at: Option<Option<DateTime<Utc>>>) {
-        let mut map = self.owed_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .owed_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match at {
             Some(at) => {
                 map.insert(id, at);
@@ -133,11 +135,17 @@ impl Webhooks {
     }
 
     fn held_until(&self) -> DateTime<Utc> {
-        *self.held_until.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .held_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn hold_until(&self, until: DateTime<Utc>) {
-        *self.held_until.lock().unwrap_or_else(PoisonError::into_inner) = until;
+        *self
+            .held_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
     }
 }
 
@@ -183,11 +191,7 @@ pub(crate) async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         let now = Utc::now();
         let until = now + delta(lease);
-        let claimed = match app
-            .db
-            .write(move |tx| tx.claim_webhooks(now, until))
-            .await
-        {
+        let claimed = match app.db.write(move |tx| tx.claim_webhooks(now, until)).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 log::warn!("webhooks: cannot renew this instance's hold on its webhooks: {error}");

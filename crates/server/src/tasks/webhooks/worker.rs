@@ -52,7 +52,9 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// The nominal wait before attempt `attempts + 1`, after `attempts` failed attempts.
 pub(crate) fn nominal_backoff(attempts: i32) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     FIRST_BACKOFF
         .saturating_mul(1 << doublings)
         .min(MAX_BACKOFF)
@@ -215,7 +217,9 @@ impl Worker {
         let secret = match Secret::parse(&webhook.secret) {
             Ok(secret) => secret,
             Err(error) => {
-                log::error!("webhook {id}: its stored secret cannot be used ({error}); not delivering");
+                log::error!(
+                    "webhook {id}: its stored secret cannot be used ({error}); not delivering"
+                );
                 return Ok(None);
             }
         };
@@ -415,8 +419,13 @@ impl Worker {
                 log::warn!(
                     "webhook {} (to {}) disabled: {}",
                     record.id,
-                    self.target.as_ref().map_or("a refused address", Target::host),
-                    record.disabled_reason.as_deref().unwrap_or("it failed too long")
+                    self.target
+                        .as_ref()
+                        .map_or("a refused address", Target::host),
+                    record
+                        .disabled_reason
+                        .as_deref()
+                        .unwrap_or("it failed too long")
                 );
                 return Ok(Round::Over);
             }
@@ -604,11 +613,7 @@ fn body(
 }
 
 /// The Standard Webhooks headers of one attempt.
-fn headers(
-    id: &str,
-    timestamp: i64,
-    signature: &str,
-) -> Option<[(HeaderName, HeaderValue); 3]> {
+fn headers(id: &str, timestamp: i64, signature: &str) -> Option<[(HeaderName, HeaderValue); 3]> {
     Some([
         (
             HeaderName::from_static("webhook-id"),
