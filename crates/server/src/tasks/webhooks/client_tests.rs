@@ -17,11 +17,14 @@ use tokio::net::TcpListener;
 use super::addresses::AddressPolicy;
 use super::client::{DeliveryClient, Failure, Target};
 
+/// A request as the receiver got it: path and query, headers, body.
+type Seen = (String, Vec<(String, String)>, Bytes);
+
 /// A receiver on loopback answering `status` after `delay`; counts connections and requests.
 struct Receiver {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
-    seen: Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, Bytes)>>>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
 }
 
 async fn receiver(
