@@ -56,6 +56,8 @@ type Answer = dyn Fn(&Value, usize) -> u16 + Send + Sync;
 
 struct Receiver {
     addr: SocketAddr,
+    /// Closed: requests wait (up to the server's 10 s) before they are answered.
+    gate: tokio::sync::watch::Sender<bool>,
     seen: Arc<Mutex<Vec<Delivery>>>,
     answer: Arc<Mutex<Arc<Answer>>>,
     /// Requests whose signature did not verify (or that lacked the headers).
@@ -83,23 +85,26 @@ impl Receiver {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answer: Arc<Mutex<Arc<Answer>>> = Arc::new(Mutex::new(Arc::new(|_: &Value, _| 204)));
         let forged = Arc::new(Mutex::new(Vec::new()));
-        let (s, a, f, secret) = (
+        let gate = tokio::sync::watch::Sender::new(true);
+        let (s, a, f, secret, g) = (
             Arc::clone(&seen),
             Arc::clone(&answer),
             Arc::clone(&forged),
             secret.to_owned(),
+            gate.clone(),
         );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, a, f, secret, tls) = (
+                let (s, a, f, secret, tls, g) = (
                     Arc::clone(&s),
                     Arc::clone(&a),
                     Arc::clone(&f),
                     secret.clone(),
                     tls.clone(),
+                    g.clone(),
                 );
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<_>| {
@@ -109,7 +114,9 @@ impl Receiver {
                             Arc::clone(&f),
                             secret.clone(),
                         );
+                        let mut gate = g.subscribe();
                         async move {
+                            let _ = gate.wait_for(|open| *open).await;
                             let status = receive(request, &secret, &s, &a, &f).await;
                             let mut response = Response::new(Full::new(Bytes::new()));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
@@ -135,6 +142,7 @@ impl Receiver {
         });
         Receiver {
             addr,
+            gate,
             seen,
             answer,
             forged,
@@ -455,8 +463,11 @@ async fn a_delivery_owed_at_a_kill_9_is_made_after_the_restart() {
     let made = seen.iter().find(|d| d.status == 200).unwrap();
     assert_eq!(made.id, owed);
     receiver.assert_all_signed();
-    let listed = deliveries(&server, id).await;
-    assert_eq!(listed[0]["outcome"], "delivered");
+    eventually(Duration::from_secs(5), || async {
+        let listed = deliveries(&server, id).await;
+        (listed[0]["outcome"] == "delivered").then_some(())
+    })
+    .await;
     drop(server);
     common::drop_postgres_database(dir.path());
 }
@@ -893,4 +904,89 @@ async fn two_instances_deliver_every_event_once() {
     drop(a);
     drop(b);
     common::drop_postgres_database(shared.path());
+}
+
+/// Deliveries per second to one fast receiver on loopback: `n` events are committed while the
+/// receiver holds its first requests, then it lets them all through, and the time to the last
+/// delivery is measured. Not a test: run it with
+/// `RPA_BENCH_SERVER_BIN=$PWD/target/release/socket-server RPA_BENCH_EVENTS=20000 cargo test
+/// --release -p socket-server --test webhooks -- --ignored --nocapture deliveries_per_second`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark"]
+async fn deliveries_per_second() {
+    let events: usize = std::env::var("RPA_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let bin = std::env::var("RPA_BENCH_SERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_socket-server").to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let process = rpa_testkit::ServerCommand::new(&bin, dir.path())
+        .start_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let addr = process.addr();
+    let receiver = Receiver::start(SECRET, None).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(process.ws_url("/"))
+        .await
+        .unwrap();
+    common::send(&mut ws, &common::metadata("_event", "R", ROBOT)).await;
+    eventually(Duration::from_secs(10), || async {
+        let (status, _) = http(addr, "GET", &format!("/api/robots/{ROBOT}"), None, &[]).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/webhooks",
+        Some(&json!({"url": receiver.url("/"), "types": ["*"], "secret": SECRET}).to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201);
+    receiver.gate.send_replace(false);
+    let clients = 16;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut client = rpa_testkit::HttpClient::new(addr);
+                for n in (c..events).step_by(clients) {
+                    let trigger = Trigger::new("bench-pkg", "studio/bench.std")
+                        .robot("R", ROBOT)
+                        .at(chrono::Utc::now()
+                            + chrono::TimeDelta::days(365)
+                            + chrono::TimeDelta::milliseconds(n as i64))
+                        .to_json();
+                    let answer = client.post("/api/jobs", &trigger).await.unwrap();
+                    assert_eq!(answer.status, 201);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let committed = started.elapsed();
+    let held = receiver.seen().len();
+    let released = Instant::now();
+    receiver.gate.send_replace(true);
+    let seen = receiver
+        .wait_for(Duration::from_secs(300), "every delivery", |seen| {
+            seen.len() >= events
+        })
+        .await;
+    let last = seen.iter().map(|d| d.at).max().unwrap();
+    let took = last.duration_since(released).as_secs_f64();
+    let rate = (events - held) as f64 / took;
+    println!(
+        "{events} events committed in {:.2} s ({:.0}/s); {held} delivered before the receiver \
+         let requests through; the other {} delivered in {took:.2} s: {rate:.0} deliveries/s",
+        committed.as_secs_f64(),
+        events as f64 / committed.as_secs_f64(),
+        events - held
+    );
+    receiver.assert_all_signed();
+    drop(process);
 }
