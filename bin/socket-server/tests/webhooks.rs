@@ -56,7 +56,7 @@ type Answer = dyn Fn(&Value, usize) -> u16 + Send + Sync;
 
 struct Receiver {
     addr: SocketAddr,
-    /// Closed: requests wait (up to the server's 10 s) before they are answered.
+    /// Closed: requests are recorded, then wait (up to the server's 10 s) for their answer.
     gate: tokio::sync::watch::Sender<bool>,
     seen: Arc<Mutex<Vec<Delivery>>>,
     answer: Arc<Mutex<Arc<Answer>>>,
@@ -116,8 +116,8 @@ impl Receiver {
                         );
                         let mut gate = g.subscribe();
                         async move {
-                            let _ = gate.wait_for(|open| *open).await;
                             let status = receive(request, &secret, &s, &a, &f).await;
+                            let _ = gate.wait_for(|open| *open).await;
                             let mut response = Response::new(Full::new(Bytes::new()));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             Ok::<_, Infallible>(response)
@@ -381,13 +381,18 @@ async fn deliveries_are_signed_in_order_per_subject_and_retried_on_schedule() {
     assert_eq!(event["data"]["job"]["id"], first);
     assert_eq!(event["data"]["job"]["status"], "Cancelled");
 
-    // The attempts as /deliveries lists them, newest first.
+    // The attempts as /deliveries lists them, newest first: every failure and retry (a first
+    // attempt that succeeded at most once a second).
+    let creation = mine[0].id.clone();
     let listed = eventually(Duration::from_secs(5), || async {
         let listed = deliveries(&server, id).await;
-        (listed.len() >= 7).then_some(listed)
+        let retried = listed
+            .iter()
+            .filter(|d| d["event_id"] == creation.as_str())
+            .count();
+        (retried == 4).then_some(listed)
     })
     .await;
-    let creation = mine[0].id.clone();
     let attempts: Vec<(i64, &str, Value)> = listed
         .iter()
         .rev()

@@ -29,7 +29,8 @@ use crate::schema::{instances, webhook_backlog, webhook_deliveries, webhooks};
 use crate::time::{Micros, OptionalMicros, from_micros, to_micros};
 use crate::{Corruption, ReadConn, StoreError, WriteTx};
 
-/// Attempts kept per webhook for `/deliveries`: older ones are deleted as new ones come.
+/// Attempts kept per webhook for `/deliveries`: older ones are deleted as new ones come (a
+/// hundred or so more may wait for the next trim).
 pub const DELIVERIES_KEPT: i64 = 1_000;
 
 /// Rows per insert statement.
@@ -351,6 +352,9 @@ pub struct WebhookProgress {
     pub now: DateTime<Utc>,
     /// The webhook is disabled when the oldest event it owes was first attempted before this.
     pub give_up_before: DateTime<Utc>,
+    /// Delete the attempts beyond the newest [`DELIVERIES_KEPT`] (done every hundred rows or
+    /// so rather than at each write: it costs the writer a scan of them).
+    pub trim: bool,
 }
 
 /// What [`WriteTx::record_webhook_progress`] did.
@@ -413,6 +417,7 @@ fn insert_deliveries(
     conn: &mut DbConnection,
     webhook_id: i64,
     deliveries: &[NewDelivery],
+    trim: bool,
 ) -> Result<(), StoreError> {
     for chunk in deliveries.chunks(CHUNK) {
         let rows: Vec<_> = chunk
@@ -433,7 +438,7 @@ fn insert_deliveries(
         let insert = diesel::insert_into(webhook_deliveries::table).values(rows);
         per_backend!(&mut *conn, |c| insert.execute(c))?;
     }
-    if !deliveries.is_empty() {
+    if trim && !deliveries.is_empty() {
         trim_deliveries(conn, webhook_id)?;
     }
     Ok(())
@@ -532,7 +537,7 @@ impl WriteTx<'_> {
                 duration_ms: None,
             })
             .collect();
-        insert_deliveries(self.conn, id, &skipped)?;
+        insert_deliveries(self.conn, id, &skipped, true)?;
         let record = load(self.conn, id)?.ok_or_else(|| StoreError::vanished("webhook", id))?;
         Ok(EnableWebhook::Enabled(Box::new(record)))
     }
@@ -610,7 +615,7 @@ impl WriteTx<'_> {
         if owned.is_none() {
             return Ok(ProgressOutcome::NotOwned);
         }
-        insert_deliveries(self.conn, id, &progress.deliveries)?;
+        insert_deliveries(self.conn, id, &progress.deliveries, progress.trim)?;
         let gone: Vec<i64> = progress
             .settled
             .iter()

@@ -60,6 +60,7 @@ fn progress(webhook_id: i64, cursor: i64) -> WebhookProgress {
         settled: Vec::new(),
         now: t0(),
         give_up_before: t0() - secs(86_400),
+        trim: true,
     }
 }
 

@@ -49,6 +49,16 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// How long to wait before trying again when the database cannot be read or written.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Rounds woken by new events start at most this often: under a stream of events a round
+/// takes what gathered meanwhile, so the worker's reads and writes stay few however many
+/// commits there are.
+const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(25);
+/// A first attempt that succeeded is recorded for `/deliveries` at most this often (failures,
+/// retries and skipped events always are): at thousands of events per second a row each would
+/// double what every job costs the database writer. `/metrics` counts them all.
+const SUCCESS_ROW_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts recorded between two trims of the webhook's attempts.
+const TRIM_EVERY: usize = 100;
 
 /// The nominal wait before attempt `attempts + 1`, after `attempts` failed attempts.
 pub(crate) fn nominal_backoff(attempts: i32) -> Duration {
@@ -95,6 +105,7 @@ pub(super) async fn run(
         }
     };
     let mut committed = app.committed.subscribe();
+    let mut last_round = Instant::now();
     loop {
         if Utc::now() >= app.webhooks.held_until() {
             // This instance's hold may be passing (the database was out of reach): deliver
@@ -105,6 +116,7 @@ pub(super) async fn run(
                 _ = stop.changed() => break,
             }
         } else {
+            last_round = Instant::now();
             let round = tokio::select! {
                 round = worker.round() => round,
                 _ = stop.changed() => break,
@@ -148,6 +160,11 @@ pub(super) async fn run(
             changed = committed.changed(), if wait_events => {
                 if changed.is_err() {
                     break;
+                }
+                let soonest = last_round + MIN_ROUND_INTERVAL;
+                tokio::select! {
+                    () = tokio::time::sleep_until(soonest.into()) => {}
+                    _ = stop.changed() => break,
                 }
             }
             () = sleep_until(retry), if retry.is_some() => {}
@@ -193,6 +210,10 @@ struct Worker {
     owed_count: usize,
     /// Read new events in the first round whatever the committed id says.
     fresh: bool,
+    /// When a successful first attempt was last recorded.
+    success_recorded: Option<Instant>,
+    /// Attempts recorded since the last trim.
+    untrimmed: usize,
 }
 
 /// An event to deliver in a round, in its subject's order.
@@ -234,6 +255,8 @@ impl Worker {
             owed: BTreeMap::new(),
             owed_count: 0,
             fresh: true,
+            success_recorded: None,
+            untrimmed: 0,
         };
         Ok(worker.reload().await?.then_some(worker))
     }
@@ -398,12 +421,20 @@ impl Worker {
             settled: Vec::new(),
             now: Utc::now(),
             give_up_before: Utc::now() - delta(self.app.config.webhook_retry_for),
+            trim: false,
         };
         for done in results {
-            progress.deliveries.extend(done.deliveries);
+            self.count(&done.deliveries);
+            for delivery in done.deliveries {
+                if self.worth_a_row(&delivery) {
+                    progress.deliveries.push(delivery);
+                }
+            }
             progress.settled.extend(done.settled);
             progress.owed.extend(done.owed);
         }
+        self.untrimmed += progress.deliveries.len();
+        progress.trim = self.untrimmed >= TRIM_EVERY;
         let progress = Arc::new(progress);
         let written = Arc::clone(&progress);
         let outcome = self
@@ -411,7 +442,9 @@ impl Worker {
             .db
             .write(move |tx| tx.record_webhook_progress(&written))
             .await?;
-        self.count(&progress.deliveries);
+        if progress.trim {
+            self.untrimmed = 0;
+        }
         match outcome {
             ProgressOutcome::Recorded => {}
             ProgressOutcome::NotOwned => return Ok(Round::Over),
@@ -460,6 +493,20 @@ impl Worker {
         }
         self.owed.retain(|_, queue| !queue.is_empty());
         self.owed_count = self.owed.values().map(VecDeque::len).sum();
+    }
+
+    /// Whether the attempt gets a row of `/deliveries` (see [`SUCCESS_ROW_INTERVAL`]).
+    fn worth_a_row(&mut self, delivery: &NewDelivery) -> bool {
+        if delivery.outcome != DeliveryOutcome::Delivered || delivery.attempt > 1 {
+            return true;
+        }
+        let due = self
+            .success_recorded
+            .is_none_or(|at| at.elapsed() >= SUCCESS_ROW_INTERVAL);
+        if due {
+            self.success_recorded = Some(Instant::now());
+        }
+        due
     }
 
     fn count(&self, deliveries: &[NewDelivery]) {
