@@ -10,8 +10,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use clap::Parser;
 use rpa_server::config::{
-    Access, Database, SettingError, format_database, format_duration, format_size, parse_database,
-    parse_duration, parse_log_level, parse_size, parse_timezone,
+    Access, Database, IpNet, SettingError, format_database, format_duration, format_size,
+    parse_address_range, parse_database, parse_duration, parse_log_level, parse_size,
+    parse_timezone,
 };
 use rpa_server::{Config, Limits};
 
@@ -116,6 +117,28 @@ pub(crate) struct Cli {
     /// A job due this long and still not sent is told once as a job.overdue event (0: never).
     #[arg(long, env = "SOCKET_SERVER_ALERT_JOB_OVERDUE_AFTER", default_value = shown!(format_duration(defaults().alert_job_overdue_after)), value_parser = duration, value_name = "DURATION")]
     alert_job_overdue_after: Duration,
+
+    /// A webhook whose oldest owed event was first attempted this long ago, every attempt
+    /// since failing, is disabled (and webhook.disabled is emitted).
+    #[arg(long, env = "SOCKET_SERVER_WEBHOOK_RETRY_FOR", default_value = shown!(format_duration(defaults().webhook_retry_for)), value_parser = positive_duration, value_name = "DURATION")]
+    webhook_retry_for: Duration,
+
+    /// Address ranges webhook deliveries may not reach (comma-separated, e.g.
+    /// 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7 when every receiver is public).
+    /// Link-local and cloud metadata addresses are always refused.
+    #[arg(
+        long,
+        env = "SOCKET_SERVER_WEBHOOK_DENY",
+        value_delimiter = ',',
+        value_parser = parse_address_range,
+        value_name = "CIDR"
+    )]
+    webhook_deny: Vec<IpNet>,
+
+    /// PEM file of certificates trusted for HTTPS webhook receivers besides the public ones
+    /// (a company's internal CA).
+    #[arg(long, env = "SOCKET_SERVER_WEBHOOK_CA_FILE", value_name = "FILE")]
+    webhook_ca_file: Option<PathBuf>,
 
     /// Sendings of one job at most, the first included.
     #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = defaults().max_delivery_attempts, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
@@ -354,6 +377,9 @@ impl Cli {
             event_retention: self.event_retention,
             alert_robot_offline_after: self.alert_robot_offline_after,
             alert_job_overdue_after: self.alert_job_overdue_after,
+            webhook_retry_for: self.webhook_retry_for,
+            webhook_deny: self.webhook_deny,
+            webhook_ca_file: self.webhook_ca_file,
             limits: Limits {
                 max_message: self.max_message_size,
                 max_frame: self.max_frame_size,

@@ -153,6 +153,10 @@ pub struct P3Args {
     /// Robots registered first (with the rpa-robot library); triggers go to them in turn.
     #[arg(long, default_value = "8", value_parser = parse_count)]
     pub robots: usize,
+    /// Also subscribe a fast receiver (in this process, on loopback) to every event with a
+    /// webhook, and report its deliveries: what webhooks cost the triggers.
+    #[arg(long)]
+    pub webhook: bool,
 }
 
 #[derive(Debug, Clone, Args)]

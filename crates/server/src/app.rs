@@ -37,6 +37,8 @@ pub(crate) struct App {
     pub(crate) committed: Committed,
     /// The live event stream's broadcast.
     pub(crate) event_hub: EventHub,
+    /// The webhook deliveries' client and state, shared with the API and the metrics.
+    pub(crate) webhooks: crate::tasks::webhooks::Webhooks,
 }
 
 /// Counts live connections, so shutdown can wait for them.
@@ -103,7 +105,15 @@ pub enum StartError {
     /// installs no logger); it reports that failure as this.
     #[error("{}", .0.setting())]
     Log(#[from] LoggingError),
+    /// The extra certificates for webhook receivers cannot be read.
+    #[error("--webhook-ca-file")]
+    WebhookCaFile(#[source] WebhookSetupError),
 }
+
+/// Why webhook deliveries cannot be set up (the certificates of `--webhook-ca-file`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct WebhookSetupError(#[from] crate::tasks::webhooks::SetupError);
 
 impl StartError {
     /// The flag of the setting at fault, e.g. `--listen`.
@@ -114,6 +124,7 @@ impl StartError {
             StartError::Database(_) | StartError::DatabaseTask(_) => "--database",
             StartError::Listen { .. } => "--listen",
             StartError::Log(error) => error.setting(),
+            StartError::WebhookCaFile(_) => "--webhook-ca-file",
         }
     }
 }
@@ -138,6 +149,11 @@ impl Server {
     /// the port opens.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        let webhooks = crate::tasks::webhooks::Webhooks::new(
+            config.webhook_deny.clone(),
+            config.webhook_ca_file.as_deref(),
+        )
+        .map_err(|error| StartError::WebhookCaFile(error.into()))?;
         let packages = PackageDir::open(&config.packages_dir)
             .map_err(StartError::PackagesDir)?
             .with_sync(config.sync_package_files);
@@ -218,6 +234,7 @@ impl Server {
             package_files,
             event_hub: EventHub::new(committed.last()),
             committed,
+            webhooks,
         });
         let rest = crate::http::rest::routes(Arc::clone(&app));
         Ok(Server {
@@ -265,6 +282,10 @@ impl Server {
             stopped.clone(),
         ));
         let alerts = tokio::spawn(crate::tasks::alerts::run(Arc::clone(&app), stopped.clone()));
+        let webhooks = tokio::spawn(crate::tasks::webhooks::run(
+            Arc::clone(&app),
+            stopped.clone(),
+        ));
         let package_files = tokio::spawn(crate::tasks::package_files::run(
             Arc::clone(&app.package_files),
             app.db.clone(),
@@ -300,6 +321,8 @@ impl Server {
         let _ = lease.await;
         let _ = event_hub.await;
         let _ = alerts.await;
+        // Before the instance's record goes: its webhooks are let go of for the others.
+        let _ = webhooks.await;
         // Written after the connections closed, so the files of everything accepted are there.
         let _ = package_files.await;
         let store = app.db.store().clone();

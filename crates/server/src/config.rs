@@ -15,6 +15,9 @@ use chrono_tz::Tz;
 /// Where the database lives: the store's own description of it.
 pub use rpa_store::Location as Database;
 
+/// An address range, as `--webhook-deny` takes it (`10.0.0.0/8`, `fc00::/7`).
+pub use ipnet::IpNet;
+
 /// Sizes and rates that bound what the outside world can make the server hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -134,6 +137,13 @@ pub struct Config {
     pub alert_robot_offline_after: Duration,
     /// A job due this long and never sent is told once as `job.overdue`; zero tells nothing.
     pub alert_job_overdue_after: Duration,
+    /// A webhook is disabled when the oldest event it owes was first attempted this long ago.
+    pub webhook_retry_for: Duration,
+    /// Address ranges webhook deliveries may not reach, besides the link-local and cloud
+    /// metadata addresses that are always refused.
+    pub webhook_deny: Vec<IpNet>,
+    /// PEM certificates trusted for HTTPS receivers besides the public ones (an internal CA).
+    pub webhook_ca_file: Option<PathBuf>,
     pub limits: Limits,
     pub access: Access,
 }
@@ -162,6 +172,9 @@ impl Default for Config {
             event_retention: Duration::from_secs(7 * 86_400),
             alert_robot_offline_after: Duration::from_secs(300),
             alert_job_overdue_after: Duration::from_secs(300),
+            webhook_retry_for: Duration::from_secs(86_400),
+            webhook_deny: Vec::new(),
+            webhook_ca_file: None,
             limits: Limits::default(),
             access: Access::default(),
         }
@@ -201,6 +214,7 @@ impl Config {
             ("--ping-interval", self.ping_interval),
             ("--instance-lease", self.instance_lease),
             ("--event-retention", self.event_retention),
+            ("--webhook-retry-for", self.webhook_retry_for),
             ("--ack-timeout", self.ack_timeout),
             ("--retention-interval", self.retention_interval),
             ("--write-timeout", limits.write_timeout),
@@ -345,6 +359,8 @@ pub enum SettingError {
     TimeZone { text: String },
     #[error("{level:?} is not a log level (error, warn, info, debug, trace or off)")]
     LogLevel { level: String },
+    #[error("{text:?} is not an address range (try 10.0.0.0/8 or fc00::/7)")]
+    AddressRange { text: String },
 }
 
 /// Reads a duration such as `10s`, `250ms`, `2m`, `1h`, `1d`, or a bare number of seconds.
@@ -480,6 +496,16 @@ pub fn format_database(database: &Database) -> String {
         Database::Sqlite(path) => format!("sqlite://{}", path.display()),
         Database::Postgres(_) => database.to_string(),
     }
+}
+
+/// Reads an address range: `10.0.0.0/8`, `fc00::/7`, or a single address.
+pub fn parse_address_range(text: &str) -> Result<IpNet, SettingError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| SettingError::AddressRange {
+            text: text.to_owned(),
+        })
 }
 
 /// Reads an IANA time-zone name.
@@ -684,6 +710,20 @@ mod tests {
                     .starts_with("--database: this build has no PostgreSQL")
             );
         }
+    }
+
+    #[test]
+    fn address_ranges() {
+        assert_eq!(
+            parse_address_range(" 10.0.0.0/8 ").map(|net| net.to_string()),
+            Ok("10.0.0.0/8".to_owned())
+        );
+        assert_eq!(
+            parse_address_range("fd00::1").map(|net| net.to_string()),
+            Ok("fd00::1/128".to_owned())
+        );
+        assert!(parse_address_range("10.0.0.0/33").is_err());
+        assert!(parse_address_range("intranet").is_err());
     }
 
     #[test]

@@ -7,5 +7,5 @@ mod http;
 pub mod logging;
 mod tasks;
 
-pub use app::{Server, StartError};
+pub use app::{Server, StartError, WebhookSetupError};
 pub use config::{Access, Config, ConfigError, Database, Limits};

@@ -19,6 +19,7 @@ mod sending;
 mod status;
 mod time;
 mod transitions;
+mod webhooks;
 mod writer;
 
 use std::path::PathBuf;
@@ -46,6 +47,11 @@ pub use schedules::{
 pub use sending::{Claimed, DueOutcome, Reach, RobotClaim};
 pub use status::{Delivery, JobStatus};
 pub use transitions::{AckOutcome, ChangeOutcome, DeclineOutcome, DeliveryPolicy, ReportOutcome};
+pub use webhooks::{
+    ClaimedWebhook, CreateWebhook, DELIVERIES_KEPT, DeliveryOutcome, DeliveryRecord, EnableWebhook,
+    Missed, NewDelivery, NewWebhook, OwedEvent, ProgressOutcome, WebhookFilter, WebhookFormat,
+    WebhookProgress, WebhookRecord,
+};
 pub use writer::{
     BATCH_BUCKETS, LATENCY_BUCKETS_MICROS, WriteTx, Writer, WriterStats, WriterStatsSnapshot,
 };

@@ -145,6 +145,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhooks (id) {
+        id -> BigInt,
+        url -> Text,
+        types -> Text,
+        description -> Text,
+        format -> Text,
+        secret -> Text,
+        active -> Bool,
+        created_at -> BigInt,
+        disabled_at -> Nullable<BigInt>,
+        disabled_reason -> Nullable<Text>,
+        cursor -> BigInt,
+        owner -> Nullable<Text>,
+        lease_until -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_backlog (webhook_id, event_id) {
+        webhook_id -> BigInt,
+        event_id -> BigInt,
+        subject -> Text,
+        event_at -> BigInt,
+        attempts -> Integer,
+        first_attempt_at -> Nullable<BigInt>,
+        next_attempt_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> BigInt,
+        webhook_id -> BigInt,
+        event_id -> BigInt,
+        attempt -> Integer,
+        at -> BigInt,
+        outcome -> Text,
+        http_status -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        duration_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(webhook_backlog -> webhooks (webhook_id));
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::joinable!(schedule_events -> schedules (schedule_id));
 diesel::allow_tables_to_appear_in_same_query!(
     robots,
@@ -158,4 +204,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     package_file_progress,
     instances,
     pending_package_files,
+    webhooks,
+    webhook_backlog,
+    webhook_deliveries,
 );

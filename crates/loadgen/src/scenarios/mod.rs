@@ -10,6 +10,7 @@ mod p7_restart;
 mod p8_reconnect;
 mod robots;
 mod smoke;
+mod webhook_sink;
 
 use std::time::{Duration, Instant};
 

@@ -24,6 +24,7 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
     report.param("clients", args.clients);
     report.param("duration_s", args.duration.as_secs_f64());
     report.param("robots", args.robots);
+    report.param("webhook", args.webhook);
     with_target(&args.common, "p3", &mut report, async |target, report| {
         let mut http = http::client(target.addr);
         let before = metrics::fetch(&mut http).await?;
@@ -45,6 +46,13 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
             |m| m.robots_connected() >= before.robots_connected() + robots_count as u64,
         )
         .await?;
+        let sink = if args.webhook {
+            let sink = super::webhook_sink::Sink::start().await?;
+            sink.subscribe(&mut http).await?;
+            Some(sink)
+        } else {
+            None
+        };
         let prefix = args.common.robot_prefix.clone();
         let far = now_us() + YEAR_US;
         let maker: JobMaker = Arc::new(move |seq| {
@@ -88,6 +96,34 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
             }
         }
         report.figure("HTTP connections opened", result.connections, "count");
+        if let Some(sink) = &sink {
+            // Each accepted trigger is one job.created event for the receiver.
+            let during = sink.deliveries();
+            report.figure("webhook deliveries during the run", during, "count");
+            report.figure(
+                "webhook deliveries/s during the run",
+                rate(during, seconds),
+                "1/s",
+            );
+            let caught_up = Instant::now();
+            let limit = caught_up + Duration::from_secs(120);
+            while sink.deliveries() < created && Instant::now() < limit {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            report.figure(
+                "webhook catch-up after the run",
+                caught_up.elapsed().as_secs_f64(),
+                "s",
+            );
+            report.figure("webhook deliveries", sink.deliveries(), "count");
+            report.figure("highest event id delivered", sink.last_event(), "id");
+            if sink.deliveries() < created {
+                report.fail(format!(
+                    "{created} jobs were created but the webhook got {} deliveries within 120 s",
+                    sink.deliveries()
+                ));
+            }
+        }
         if let (Some(before), Some(after)) = (cpu_before, target.cpu_seconds()) {
             report.figure(
                 "server CPU",

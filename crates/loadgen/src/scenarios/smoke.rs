@@ -92,6 +92,7 @@ pub(super) async fn run(args: &SmokeArgs) -> SmokeOutcome {
         clients: 8,
         duration: d,
         robots: 2,
+        webhook: false,
     };
     record(
         &mut outcome,

@@ -113,10 +113,15 @@ pub(crate) async fn serve(
     }
 }
 
+/// The client's address, for the routes that depend on where a request comes from (read with
+/// `warp::ext::optional`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
 async fn handle<S>(
     app: Arc<App>,
     mut rest: S,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     slot: Arc<Slot>,
 ) -> Result<warp::reply::Response, Infallible>
@@ -148,7 +153,10 @@ where
             refused
         }
         None if method == hyper::Method::OPTIONS => crate::http::auth::preflight(),
-        None => rest.call(request).await?,
+        None => {
+            request.extensions_mut().insert(Peer(peer));
+            rest.call(request).await?
+        }
     };
     if let Some(origin) = origin {
         let mut headers = hyper::HeaderMap::new();

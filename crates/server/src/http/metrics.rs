@@ -26,6 +26,10 @@ pub(crate) struct Metrics {
     /// Open event streams (a gauge).
     pub(crate) event_stream_subscribers: AtomicU64,
     pub(crate) event_streams_slow_closed: AtomicU64,
+    /// Webhook attempts answered 2xx, failed, and events skipped (missed while disabled).
+    pub(crate) webhook_delivered: AtomicU64,
+    pub(crate) webhook_failed: AtomicU64,
+    pub(crate) webhook_skipped: AtomicU64,
     lateness_buckets: [AtomicU64; LATENESS_BUCKETS_MS.len()],
     lateness_count: AtomicU64,
     lateness_sum_micros: AtomicU64,

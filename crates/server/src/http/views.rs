@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rpa_store::{
-    EventRecord, JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord, ScheduleEventRecord,
-    ScheduleRecord, SubjectState,
+    DeliveryRecord, EventRecord, JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord,
+    ScheduleEventRecord, ScheduleRecord, SubjectState, WebhookRecord,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -324,6 +324,82 @@ impl From<ScheduleEventRecord> for ScheduleEventView {
             kind: event.kind,
             job_id: event.job_id,
             reason: event.reason,
+        }
+    }
+}
+
+/// A webhook as the API shows it. The secret only in the answer to its creation.
+#[derive(Serialize)]
+pub(crate) struct WebhookView {
+    id: i64,
+    url: String,
+    types: Vec<String>,
+    description: String,
+    format: &'static str,
+    active: bool,
+    created_at: String,
+    disabled_at: Option<String>,
+    disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl From<WebhookRecord> for WebhookView {
+    fn from(webhook: WebhookRecord) -> Self {
+        WebhookView {
+            id: webhook.id,
+            url: webhook.url,
+            types: webhook.types,
+            description: webhook.description,
+            format: webhook.format.as_str(),
+            active: webhook.active,
+            created_at: time(webhook.created_at),
+            disabled_at: webhook.disabled_at.map(time),
+            disabled_reason: webhook.disabled_reason,
+            secret: None,
+        }
+    }
+}
+
+impl WebhookView {
+    /// The answer to its creation, the one time the secret is shown.
+    pub(crate) fn created(webhook: WebhookRecord, secret: String) -> WebhookView {
+        WebhookView {
+            secret: Some(secret),
+            ..WebhookView::from(webhook)
+        }
+    }
+}
+
+/// An attempt of a webhook delivery, or an event it skipped.
+#[derive(Serialize)]
+pub(crate) struct DeliveryView {
+    id: i64,
+    /// As the event's `id` and the `webhook-id` header: a decimal string.
+    event_id: String,
+    /// 1 for the first attempt; 0 for a skipped event.
+    attempt: i32,
+    at: String,
+    /// `delivered`, `failed` or `skipped`.
+    outcome: &'static str,
+    http_status: Option<u16>,
+    /// Why there was no answer: `timeout`, `refused`, `dns`, `tls`, `address_not_allowed`,
+    /// `connection`.
+    error: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+impl From<DeliveryRecord> for DeliveryView {
+    fn from(delivery: DeliveryRecord) -> Self {
+        DeliveryView {
+            id: delivery.id,
+            event_id: delivery.event_id.to_string(),
+            attempt: delivery.attempt,
+            at: time(delivery.at),
+            outcome: delivery.outcome.as_str(),
+            http_status: delivery.http_status,
+            error: delivery.error,
+            duration_ms: delivery.duration_ms,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the server does in the background, beside answering requests: sending due jobs to
 //! robots, firing recurring schedules, writing package files, retention, the live event stream,
-//! alerts, and this instance's lease among several.
+//! alerts, webhook deliveries, and this instance's lease among several.
 
 pub(crate) mod alerts;
 pub(crate) mod committed;
@@ -10,3 +10,4 @@ pub(crate) mod instance;
 pub(crate) mod package_files;
 pub(crate) mod recurring_jobs;
 pub(crate) mod retention;
+pub(crate) mod webhooks;

@@ -184,6 +184,39 @@ async fn render(app: &App) -> Response {
         "Open event streams (GET /api/events as Server-Sent Events).",
         load(&m.event_stream_subscribers),
     );
+    let _ = writeln!(
+        out,
+        "# HELP rpa_webhook_deliveries_total Webhook delivery attempts by outcome (delivered: a \
+         2xx in time; failed: retried later; skipped: missed while disabled).\n\
+         # TYPE rpa_webhook_deliveries_total counter"
+    );
+    for (outcome, counter) in [
+        ("delivered", &m.webhook_delivered),
+        ("failed", &m.webhook_failed),
+        ("skipped", &m.webhook_skipped),
+    ] {
+        let _ = writeln!(
+            out,
+            "rpa_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+            load(counter)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rpa_webhook_oldest_undelivered_seconds Age of the oldest event a webhook \
+         delivered by this instance still owes (0: none).\n\
+         # TYPE rpa_webhook_oldest_undelivered_seconds gauge"
+    );
+    let now = chrono::Utc::now();
+    for (webhook, since) in app.webhooks.owed_since() {
+        let age = since.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        let _ = writeln!(
+            out,
+            "rpa_webhook_oldest_undelivered_seconds{{webhook=\"{webhook}\"}} {age}"
+        );
+    }
     let (buckets, count, sum) = m.lateness();
     let bounds: Vec<f64> = LATENESS_BUCKETS_MS
         .iter()

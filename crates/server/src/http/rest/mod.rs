@@ -13,6 +13,7 @@ mod query;
 mod robots;
 mod schedules;
 mod trigger;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(schedules::routes(Arc::clone(&app)))
         .unify()
         .or(events::routes(Arc::clone(&app)))
+        .unify()
+        .or(webhooks::routes(Arc::clone(&app)))
         .unify()
         .or(compat::routes(app))
         .unify()
