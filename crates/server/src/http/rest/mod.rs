@@ -13,6 +13,8 @@ mod robots;
 mod schedules;
 mod trigger;
 
+pub(crate) use openapi::ROUTES;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
