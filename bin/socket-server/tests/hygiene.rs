@@ -165,7 +165,8 @@ async fn pages_of_other_sites_cannot_change_state_and_same_origin_always_passes(
     let ours = format!("http://{}", server.addr);
     let evil = "https://evil.example";
     // A cross-site link, image or form, to the old GET routes and to the API.
-    let refused: [(&str, &str, &[(&str, &str)]); 6] = [
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let refused: [Case<'_>; 6] = [
         (
             "GET",
             "/jobs/cancel/1/",

@@ -86,7 +86,7 @@ fn open_file_limit() -> u64 {
     if read != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
         return if read == 0 { u64::MAX } else { 1024 };
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 impl Default for Limits {
