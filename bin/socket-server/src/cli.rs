@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use clap::Parser;
 use rpa_server::config::{
     Access, Database, IpNet, SettingError, format_database, format_duration, format_size,
-    parse_address_range, parse_database, parse_duration, parse_log_level, parse_size,
+    parse_address_range, parse_database, parse_duration, parse_listen, parse_log_level, parse_size,
     parse_timezone,
 };
 use rpa_server::{Config, Limits};
@@ -51,9 +51,10 @@ fn size(text: &str) -> Result<usize, SettingError> {
 #[derive(Debug, Parser)]
 #[command(name = "socket-server", version, about, max_term_width = 100)]
 pub(crate) struct Cli {
-    /// Address and port to listen on (HTTP and WebSocket share it). PORT alone also works.
-    #[arg(long, env = "SOCKET_SERVER_LISTEN", value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    /// Address and port to listen on, HTTP and WebSocket alike (e.g. 127.0.0.1:4000), or a port
+    /// alone for every address. Unset, SOCKET_SERVER_LISTEN, then PORT (a port alone) apply.
+    #[arg(long, env = "SOCKET_SERVER_LISTEN", default_value = shown!(defaults().listen.to_string()), value_parser = parse_listen, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
 
     /// The database: sqlite://PATH (relative), sqlite:///PATH (absolute), a bare path, or
     /// postgres://USER:PASSWORD@HOST:PORT/NAME (builds with the `postgres` feature).
@@ -91,8 +92,9 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_PING_INTERVAL", default_value = shown!(format_duration(defaults().ping_interval)), value_parser = positive_duration, value_name = "DURATION")]
     ping_interval: Duration,
 
-    /// Time zone of schedules that name none (IANA name). Default: the machine's zone, else UTC.
-    #[arg(long, env = "TZ", value_parser = timezone, value_name = "ZONE")]
+    /// Time zone of schedules that name none (IANA name, e.g. Europe/Berlin). Default: TZ
+    /// (UTC0 or a value that names no zone: UTC), else the machine's zone, else UTC.
+    #[arg(long, value_parser = parse_timezone, value_name = "ZONE")]
     timezone: Option<Tz>,
 
     /// A job first sent later than this after its run_at fails as missed. Default: it runs late.
@@ -285,15 +287,54 @@ pub(crate) struct Cli {
     /// How long a client may take to send its request head.
     #[arg(long, env = "SOCKET_SERVER_HEADER_TIMEOUT", default_value = shown!(format_duration(defaults().limits.header_timeout)), value_parser = positive_duration, value_name = "DURATION")]
     header_timeout: Duration,
+
+    /// How long a client may take to send a request body once its head arrived; a body that
+    /// does not arrive in time gets 408 and the connection is closed.
+    #[arg(long, env = "SOCKET_SERVER_BODY_TIMEOUT", default_value = shown!(format_duration(defaults().limits.body_timeout)), value_parser = positive_duration, value_name = "DURATION")]
+    body_timeout: Duration,
+
+    /// Request body bytes held across all connections at once (charged at the declared length
+    /// when the head arrives, chunked bodies as they arrive); beyond it, 503 with Retry-After.
+    #[arg(long, env = "SOCKET_SERVER_MAX_INFLIGHT_BODY", default_value = shown!(format_size(defaults().limits.max_inflight_body)), value_parser = size, value_name = "SIZE")]
+    max_inflight_body: usize,
+
+    /// Open connections in all, robots and HTTP; beyond it a new connection is closed at once.
+    /// Default: the open-file limit (ulimit -n) minus 256 for the database, logs and files.
+    #[arg(long, env = "SOCKET_SERVER_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    max_connections: Option<u64>,
+
+    /// Messages kept per robot (GET /api/robots/{address}/messages); a new one beyond it drops
+    /// the robot's oldest.
+    #[arg(long, env = "SOCKET_SERVER_MAX_MESSAGES_PER_ROBOT", default_value_t = defaults().limits.max_messages_per_robot, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    max_messages_per_robot: u32,
 }
 
-fn timezone(text: &str) -> Result<Tz, SettingError> {
-    // TZ may also name a zone file, as the C library reads it.
-    let trimmed = text.trim().trim_start_matches(':');
-    if trimmed.starts_with('/') {
-        return Ok(zone_of_file(std::path::Path::new(trimmed)).unwrap_or(Tz::UTC));
+/// The zone `TZ` names, read as the C library reads it in the forms containers set: `UTC0`,
+/// `GMT0` and empty are UTC; `:Area/City` is that zone; a path (`:/etc/localtime`) is the zone
+/// its link names, else UTC. Anything else that is no IANA name (a POSIX rule such as
+/// `CET-1CEST`) is UTC, with the warning returned: only an explicit --timezone stops the start.
+pub(crate) fn zone_of_tz(value: &str) -> (Tz, Option<String>) {
+    let text = value.trim();
+    let name = text.strip_prefix(':').unwrap_or(text).trim();
+    if name.is_empty() || name.eq_ignore_ascii_case("UTC0") || name.eq_ignore_ascii_case("GMT0") {
+        return (Tz::UTC, None);
     }
-    parse_timezone(text)
+    if name.starts_with('/') {
+        return (
+            zone_of_file(std::path::Path::new(name)).unwrap_or(Tz::UTC),
+            None,
+        );
+    }
+    match parse_timezone(name) {
+        Ok(zone) => (zone, None),
+        Err(_) => (
+            Tz::UTC,
+            Some(format!(
+                "TZ={:?} is not an IANA time zone: schedules that name no zone use UTC (set --timezone, e.g. Europe/Berlin)",
+                rpa_server::logging::escape(text, 100)
+            )),
+        ),
+    }
 }
 
 /// The zone a zoneinfo file (or a link to one) stands for, from its path.
@@ -332,18 +373,64 @@ fn trimmed(tokens: Vec<String>) -> Vec<String> {
     tokens.into_iter().map(|t| t.trim().to_owned()).collect()
 }
 
+/// The settings as read, with what the start must say about them.
+pub(crate) struct Read {
+    pub(crate) cli: Cli,
+    /// `--listen` (or SOCKET_SERVER_LISTEN) was given: PORT does not apply.
+    listen_given: bool,
+}
+
+impl Read {
+    /// The flags and the environment of this process.
+    pub(crate) fn from_env() -> Result<Read, clap::Error> {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Cli::command().try_get_matches()?;
+        let listen_given = matches
+            .value_source("listen")
+            .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue);
+        Ok(Read {
+            cli: Cli::from_arg_matches(&matches)?,
+            listen_given,
+        })
+    }
+
+    /// The settings the flags name, not yet validated ([`Config::validate`]), and the warnings
+    /// to log once the log is set up.
+    pub(crate) fn into_config(self) -> Result<(Config, Vec<String>), BadPort> {
+        let Read { cli, listen_given } = self;
+        let port = if listen_given {
+            None
+        } else {
+            std::env::var("PORT").ok()
+        };
+        let tz = std::env::var("TZ").ok();
+        cli.into_config(port, tz.as_deref())
+    }
+}
+
 impl Cli {
-    /// The settings the flags name, not yet validated ([`Config::validate`]).
-    pub(crate) fn into_config(self) -> Result<Config, BadPort> {
-        let listen = match self.listen {
-            Some(listen) => listen,
-            None => match std::env::var("PORT") {
-                Ok(port) => {
-                    let number: u16 = port.trim().parse().map_err(|_| BadPort(port))?;
-                    SocketAddr::from((defaults().listen.ip(), number))
-                }
-                Err(_) => defaults().listen,
-            },
+    /// The settings the flags name, given `PORT` (when --listen was not given) and `TZ`.
+    fn into_config(
+        self,
+        port: Option<String>,
+        tz: Option<&str>,
+    ) -> Result<(Config, Vec<String>), BadPort> {
+        let mut warnings = Vec::new();
+        let listen = match port {
+            Some(port) => {
+                let number: u16 = port.trim().parse().map_err(|_| BadPort(port))?;
+                SocketAddr::from((defaults().listen.ip(), number))
+            }
+            None => self.listen,
+        };
+        let timezone = match (self.timezone, tz) {
+            (Some(zone), _) => zone,
+            (None, Some(tz)) => {
+                let (zone, warning) = zone_of_tz(tz);
+                warnings.extend(warning);
+                zone
+            }
+            (None, None) => machine_zone(),
         };
         let access = Access {
             api_tokens: trimmed(self.api_token),
@@ -355,7 +442,7 @@ impl Cli {
                 .filter(|o| !o.is_empty())
                 .collect(),
         };
-        Ok(Config {
+        let config = Config {
             listen,
             database: self.database,
             packages_dir: self.packages_dir,
@@ -363,7 +450,7 @@ impl Cli {
             log_level: self.log_level,
             log_to_stderr: self.log_stderr,
             ping_interval: self.ping_interval,
-            timezone: self.timezone.unwrap_or_else(machine_zone),
+            timezone,
             misfire_grace: self.misfire_grace,
             max_delivery_attempts: self.max_delivery_attempts,
             ack_timeout: self.ack_timeout,
@@ -395,10 +482,19 @@ impl Cli {
                 robot_rate: self.robot_rate,
                 robot_burst: self.robot_burst,
                 connections_per_ip: self.max_connections_per_ip,
+                body_timeout: self.body_timeout,
+                max_inflight_body: self.max_inflight_body,
+                max_connections: self
+                    .max_connections
+                    .map_or(defaults().limits.max_connections, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+                max_messages_per_robot: self.max_messages_per_robot,
                 ..Limits::default()
             },
             access,
-        })
+        };
+        Ok((config, warnings))
     }
 }
 
@@ -417,14 +513,46 @@ mod tests {
 
     #[test]
     fn unset_flags_are_the_config_defaults() {
-        let mut config = unset().into_config().unwrap();
+        let (mut config, warnings) = unset().into_config(None, Some("UTC")).unwrap();
+        assert!(warnings.is_empty());
         let defaults = Config::default();
-        // The binary's own choices: the machine's zone, and PORT when it is set.
+        assert_eq!(config.timezone, Tz::UTC);
         config.timezone = defaults.timezone;
-        if std::env::var_os("PORT").is_some() {
-            config.listen = defaults.listen;
-        }
         assert_eq!(config, defaults);
+    }
+
+    #[test]
+    fn port_alone_listens_on_every_address_and_listen_takes_a_port_too() {
+        let (config, _) = unset().into_config(Some("4100".into()), None).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:4100".parse().unwrap());
+        assert!(unset().into_config(Some("x".into()), None).is_err());
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["socket-server", "--listen", "4200"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        assert_eq!(cli.listen, "0.0.0.0:4200".parse().unwrap());
+    }
+
+    #[test]
+    fn tz_in_the_forms_containers_set() {
+        for utc in ["UTC0", "GMT0", "", ":UTC", "UTC", " gmt0 "] {
+            assert_eq!(zone_of_tz(utc), (Tz::UTC, None), "{utc:?}");
+        }
+        assert_eq!(zone_of_tz(":Europe/Berlin"), (Tz::Europe__Berlin, None));
+        assert_eq!(zone_of_tz("Europe/Berlin"), (Tz::Europe__Berlin, None));
+        assert_eq!(zone_of_tz(":/nonexistent/zone").0, Tz::UTC);
+        assert_eq!(zone_of_tz(":/nonexistent/zone").1, None);
+        let (zone, warning) = zone_of_tz("CET-1CEST");
+        assert_eq!(zone, Tz::UTC);
+        assert!(warning.unwrap().contains("CET-1CEST"));
+        // An explicit --timezone is held to IANA names.
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        assert!(
+            command
+                .try_get_matches_from(["socket-server", "--timezone", "UTC0"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -438,6 +566,10 @@ mod tests {
             "[default: 1KiB]",
             "[default: 1MiB]",
             "[default: packages]",
+            "[default: 0.0.0.0:4000]",
+            "[default: 30s]",
+            "[default: 64MiB]",
+            "[default: 1000]",
         ] {
             assert!(help.contains(shown), "{shown} missing from --help");
         }

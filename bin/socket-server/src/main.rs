@@ -9,18 +9,23 @@ mod memory;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use rpa_server::StartError;
 use rpa_server::logging::Chain;
 
+/// Reports a failed start on one line of standard error, exit code 2. Causes may span lines
+/// (libpq's messages do: `...failed: Connection refused\n\tIs the server running...`): they
+/// are joined with spaces.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("socket-server: {message}");
+    let message = message.to_string();
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut stderr = std::io::stderr();
+    let _ = writeln!(stderr, "socket-server: {line}");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let read = match cli::Read::from_env() {
+        Ok(read) => read,
         Err(error) => {
             use clap::error::ErrorKind;
             if matches!(
@@ -35,15 +40,17 @@ fn main() -> ExitCode {
             return fail(line.trim_start_matches("error: "));
         }
     };
-    let healthcheck = cli.healthcheck;
-    let config = match cli.into_config() {
-        Ok(config) => config,
+    let healthcheck = read.cli.healthcheck;
+    let (config, warnings) = match read.into_config() {
+        Ok(read) => read,
         Err(error) => return fail(error),
     };
     // Checked before the log folder is created: a bad flag leaves nothing behind.
     if let Err(error) = config.validate() {
         return fail(error);
     }
+    // Before the log is set up: the check is a process of its own, which opens neither the
+    // database nor the log.
     if healthcheck {
         return health::check(config.listen);
     }
@@ -56,6 +63,9 @@ fn main() -> ExitCode {
     log::set_max_level(logger.max_level);
     if log::set_boxed_logger(logger.log).is_err() {
         return fail("a logger was already installed");
+    }
+    for warning in warnings {
+        log::warn!("{warning}");
     }
     memory::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -77,7 +87,8 @@ async fn serve(config: rpa_server::Config) -> ExitCode {
     let server = match rpa_server::Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
-            log::error!("cannot start: {}", Chain(&error));
+            // Into the log file; standard error gets the one line of `fail`.
+            log::error!(target: rpa_server::logging::FILE_ONLY, "cannot start: {}", Chain(&error));
             return fail(Chain(&error));
         }
     };

@@ -247,29 +247,13 @@ fn allowed_char(c: char) -> bool {
     c.is_alphanumeric() && !has_ascii_compatibility_form(c)
 }
 
-/// Letters and digits whose compatibility decomposition (NFKC) can yield ASCII letters or
-/// digits: a `%` followed by them could read as an escape, and some spell drive letters.
+/// Letters and digits whose compatibility form (NFKC) holds ASCII: a `%` followed by them could
+/// read as an escape, some spell drive letters or dots, and a normalising consumer (or
+/// Windows' "best fit") reads them as what they look like. Decided by Unicode's own tables
+/// rather than a list of blocks, which misses some (`ꟳ`, U+A7F3, is `F`).
 fn has_ascii_compatibility_form(c: char) -> bool {
-    matches!(c,
-        '\u{aa}' | '\u{b2}' | '\u{b3}' | '\u{b5}' | '\u{b9}' | '\u{ba}' | '\u{bc}'..='\u{be}'
-        | '\u{132}'..='\u{133}' | '\u{13f}'..='\u{140}' | '\u{149}' | '\u{17f}'
-        | '\u{1c4}'..='\u{1cc}' | '\u{1f1}'..='\u{1f3}'
-        | '\u{2b0}'..='\u{2ff}'       // modifier letters
-        | '\u{1d2c}'..='\u{1dbf}'     // phonetic modifier letters
-        | '\u{2070}'..='\u{209f}'     // superscripts and subscripts
-        | '\u{2100}'..='\u{218f}'     // letterlike symbols, number forms
-        | '\u{2460}'..='\u{24ff}'     // enclosed alphanumerics
-        | '\u{2c7c}'..='\u{2c7d}' | '\u{2d6f}' | '\u{a69c}'..='\u{a69d}' | '\u{a770}'
-        | '\u{a7f8}'..='\u{a7f9}' | '\u{ab5c}'..='\u{ab5f}'
-        | '\u{3200}'..='\u{33ff}'     // enclosed CJK letters, CJK compatibility
-        | '\u{fb00}'..='\u{fb4f}'     // alphabetic presentation forms (ligatures)
-        | '\u{fe10}'..='\u{fe1f}'     // vertical forms
-        | '\u{fe30}'..='\u{fe6f}'     // CJK compatibility and small forms
-        | '\u{ff00}'..='\u{ffef}'     // half-width and full-width forms
-        | '\u{1d400}'..='\u{1d7ff}'   // mathematical alphanumeric symbols
-        | '\u{1f100}'..='\u{1f1ff}'   // enclosed alphanumeric supplement
-        | '\u{1fbf0}'..='\u{1fbf9}'   // segmented digits
-    )
+    use unicode_normalization::UnicodeNormalization as _;
+    std::iter::once(c).nfkc().any(|folded| folded.is_ascii())
 }
 
 #[cfg(test)]

@@ -281,6 +281,39 @@ fn the_character_allow_list() {
 }
 
 #[test]
+fn every_letter_whose_nfkc_form_holds_ascii_is_refused() {
+    // Missed by a list of blocks: modifier capitals, small capitals, other letterlike forms.
+    for refused in [
+        '\u{a7f3}',
+        '\u{a7f2}',
+        '\u{a7f4}',
+        '\u{1d2c}',
+        '\u{2c7c}',
+        '\u{1f130}',
+    ] {
+        assert!(
+            !allowed_char(refused),
+            "{refused:?} U+{:04X}",
+            refused as u32
+        );
+    }
+    assert!(check_path("%\u{a7f3}\u{a7f3}/x").is_err());
+    assert!(check_path("\u{a7f3}:/x").is_err());
+    // Every character the allow-list takes folds to something that is not ASCII.
+    use unicode_normalization::UnicodeNormalization as _;
+    for c in (0x80..0x3_0000)
+        .filter_map(char::from_u32)
+        .filter(|c| allowed_char(*c))
+    {
+        assert!(
+            std::iter::once(c).nfkc().all(|f| !f.is_ascii()),
+            "U+{:04X}",
+            c as u32
+        );
+    }
+}
+
+#[test]
 fn fuzzer_findings_are_refused() {
     for path in [
         "\u{fe19}",

@@ -90,6 +90,90 @@ impl Package {
     }
 }
 
+/// [`validate_trigger`] for a document that arrived as `body` (the text `doc` was parsed from),
+/// whose `Package` is then kept as its text, not re-serialized from `doc`: numbers beyond 64
+/// bits, escapes and key order reach the robot as the client wrote them (only the white
+/// space between tokens is dropped). A `Package` with a key given twice is refused: the
+/// server would read one value and the robot perhaps the other.
+pub fn validate_trigger_body(doc: &Value, body: &[u8]) -> Result<Trigger, FieldErrors> {
+    let mut trigger = validate_trigger(doc)?;
+    let invalid = |message: &str| FieldErrors::from(FieldError::invalid("Package", message));
+    let raw = verbatim_package(body).ok_or_else(|| {
+        invalid("Must appear once in the document, as a JSON object with each key once.")
+    })?;
+    if top_level_keys(&raw) != Some(trigger.package.object.len()) {
+        return Err(invalid("Must hold each key once."));
+    }
+    let mut problems = FieldErrors::new();
+    check_size(&raw, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    trigger.package.json = raw;
+    Ok(trigger)
+}
+
+/// The `Package` member of a trigger document's text, compacted; `None` when the document has
+/// it more than once (or is not a JSON object).
+fn verbatim_package(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Document<'a> {
+        #[serde(rename = "Package", borrow)]
+        package: &'a serde_json::value::RawValue,
+    }
+    let document: Document<'_> = serde_json::from_slice(body).ok()?;
+    Some(compact(document.package.get()))
+}
+
+/// JSON text without the white space between tokens; strings (escapes and all) and numbers
+/// as written.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How many members a JSON object's text has, duplicates counted; `None` when it is no object.
+fn top_level_keys(json: &str) -> Option<usize> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            let mut count = 0;
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde::Deserializer::deserialize_map(&mut deserializer, Count).ok()
+}
+
 /// The robot a trigger is for, as received. The server normalises MAC addresses itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RobotRef {
@@ -220,12 +304,19 @@ fn check_package(obj: &Map<String, Value>, problems: &mut FieldErrors) -> Option
             return None;
         }
     };
+    check_size(&json, problems);
+
+    (problems.len() == before).then_some(json)
+}
+
+/// The package's compact JSON must fit the limits of one delivery.
+fn check_size(json: &str, problems: &mut FieldErrors) {
     if json.len() > MAX_PACKAGE_JSON_BYTES {
         problems.push(FieldError::invalid(
             "Package",
             format!("Must serialize to at most {MAX_PACKAGE_JSON_BYTES} bytes of JSON."),
         ));
-    } else if escaped_len(&json) + NOTIFICATION_OVERHEAD > MAX_MESSAGE_BYTES {
+    } else if escaped_len(json) + NOTIFICATION_OVERHEAD > MAX_MESSAGE_BYTES {
         // Only reachable when most of the bytes are quotes or backslashes, which double
         // when the `_event` dialect sends the package as a JSON string.
         problems.push(FieldError::invalid(
@@ -233,8 +324,6 @@ fn check_package(obj: &Map<String, Value>, problems: &mut FieldErrors) -> Option
             "Is too large to deliver to a robot in one 64 KiB message once escaped.",
         ));
     }
-
-    (problems.len() == before).then_some(json)
 }
 
 /// Length of `json` once embedded in a JSON string. Compact serde_json output holds no raw

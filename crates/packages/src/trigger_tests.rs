@@ -314,3 +314,44 @@ fn messages_do_not_echo_values() {
     let problems = validate_trigger(&doc).unwrap_err();
     assert!(!problems.to_string().contains("SECRET"));
 }
+
+#[test]
+fn the_package_is_kept_as_its_text_with_numbers_beyond_64_bits() {
+    let body = r#"{"Robot": {"robot_name": "R", "robot_address": "A"},
+        "Package": { "path": "a/b.std", "package_name": "p",
+                     "big": 123456789012345678901234567890, "f": 1.50, "e": "\u00e9 x",
+                     "nested": {"k": [1, 2.0e3]} },
+        "Schedule": {"at": "2099-01-01T00:00:00Z"}}"#;
+    let doc: Value = serde_json::from_str(body).unwrap();
+    let trigger = validate_trigger_body(&doc, body.as_bytes()).unwrap();
+    assert_eq!(
+        trigger.package.as_json(),
+        r#"{"path":"a/b.std","package_name":"p","big":123456789012345678901234567890,"f":1.50,"e":"\u00e9 x","nested":{"k":[1,2.0e3]}}"#
+    );
+    assert_eq!(trigger.package.name(), "p");
+}
+
+#[test]
+fn a_package_holding_a_key_twice_or_job_id_is_refused() {
+    let twice = r#"{"Package": {"package_name": "ok", "path": "a", "package_name": "ok"},
+        "Robot": {"robot_name": "R", "robot_address": "A"}, "Schedule": {"at": "x"}}"#;
+    let doc: Value = serde_json::from_str(twice).unwrap();
+    let problems = problems_of_body(&doc, twice);
+    assert_eq!(problems, [("Package".to_owned(), Invalid)]);
+    let job_id = r#"{"Package": {"package_name": "ok", "path": "a", "job_id": 5},
+        "Robot": {"robot_name": "R", "robot_address": "A"}, "Schedule": {"at": "x"}}"#;
+    let doc: Value = serde_json::from_str(job_id).unwrap();
+    assert_eq!(
+        problems_of_body(&doc, job_id),
+        [("Package.job_id".to_owned(), Invalid)]
+    );
+}
+
+fn problems_of_body(doc: &Value, body: &str) -> Vec<(String, FieldErrorKind)> {
+    validate_trigger_body(doc, body.as_bytes())
+        .unwrap_err()
+        .as_slice()
+        .iter()
+        .map(|e| (e.field.clone(), e.kind))
+        .collect()
+}

@@ -17,4 +17,6 @@ pub use error::{FrameError, MetadataError};
 pub use metadata::{MAX_FIELD_CHARS, Metadata, ProtocolLevel};
 pub use report::{JobReport, ReportStatus};
 pub use robot::{RobotFrame, RobotMessage, parse_robot_frame};
-pub use server::{EXTENDED_PROTOCOL_VERSION, ServerMessage, parse_server_frame};
+pub use server::{
+    EXTENDED_PROTOCOL_VERSION, ServerMessage, encode_notification, parse_server_frame,
+};

@@ -95,6 +95,33 @@ impl ServerMessage {
     }
 }
 
+/// A package notification from the package's JSON text as stored (a JSON object, as the
+/// trigger's client wrote it): `"job_id": N` is spliced in as its last key, so numbers beyond
+/// 64 bits, escapes and key order reach the robot verbatim, which parsing it into a map would
+/// not keep. The bytes are those of [`ServerMessage::Notification`] for a package that map
+/// holds exactly. `None` when `package_json` is not a JSON object.
+pub fn encode_notification(dialect: Dialect, package_json: &str, job_id: i64) -> Option<String> {
+    let package: Map<String, Value> = serde_json::from_str(package_json).ok()?;
+    if package.contains_key("job_id") {
+        // Never stored so (the key is refused at the trigger): the map's encoding replaces it.
+        return Some(ServerMessage::Notification { package, job_id }.encode(dialect));
+    }
+    let body = package_json.trim().strip_suffix('}')?.trim_end();
+    let spliced = if package.is_empty() {
+        format!("{{\"job_id\":{job_id}}}")
+    } else {
+        format!("{body},\"job_id\":{job_id}}}")
+    };
+    Some(match dialect {
+        Dialect::Underscore => encode_envelope(dialect, NOTIFICATION, Value::String(spliced)),
+        Dialect::Plain => {
+            let head = encode_envelope(dialect, NOTIFICATION, Value::Null);
+            // `{"event":"notification","value":null}` with the object in place of `null`.
+            format!("{}{spliced}}}", head.strip_suffix("null}")?)
+        }
+    })
+}
+
 /// The C# robot deserialises `value` as a C# string and then parses it, so the `_event`
 /// dialect double-encodes; the README era expected the object itself.
 fn notification_value(dialect: Dialect, package: &Map<String, Value>, job_id: i64) -> Value {
@@ -189,6 +216,46 @@ fn from_value<T: for<'de> Deserialize<'de>>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stored_package_is_spliced_byte_for_byte_as_the_map_encodes_it() {
+        let package = example_package();
+        let text = Value::Object(package.clone()).to_string();
+        for dialect in [Dialect::Underscore, Dialect::Plain] {
+            assert_eq!(
+                encode_notification(dialect, &text, 41),
+                Some(
+                    ServerMessage::Notification {
+                        package: package.clone(),
+                        job_id: 41
+                    }
+                    .encode(dialect)
+                ),
+                "{dialect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_and_escapes_are_delivered_as_written() {
+        let text = r#"{"package_name":"p","path":"a/b","n":123456789012345678901234567890,"f":1.50,"e":"\u00e9"}"#;
+        let plain = encode_notification(Dialect::Plain, text, 7).unwrap();
+        assert_eq!(
+            plain,
+            r#"{"event":"notification","value":{"package_name":"p","path":"a/b","n":123456789012345678901234567890,"f":1.50,"e":"\u00e9","job_id":7}}"#
+        );
+        let underscore = encode_notification(Dialect::Underscore, text, 7).unwrap();
+        let frame: Value = serde_json::from_str(&underscore).unwrap();
+        assert_eq!(
+            frame["value"].as_str().unwrap(),
+            r#"{"package_name":"p","path":"a/b","n":123456789012345678901234567890,"f":1.50,"e":"\u00e9","job_id":7}"#
+        );
+        assert_eq!(encode_notification(Dialect::Plain, "[1]", 7), None);
+        assert_eq!(
+            encode_notification(Dialect::Plain, "{}", 7).unwrap(),
+            r#"{"event":"notification","value":{"job_id":7}}"#
+        );
+    }
 
     fn example_package() -> Map<String, Value> {
         let Value::Object(package) = json!({

@@ -94,6 +94,9 @@ pub enum StartError {
     /// The start-up work on the database did not finish (it panicked).
     #[error("--database")]
     DatabaseTask(#[source] tokio::task::JoinError),
+    /// Another server holds the SQLite database, or its lock file cannot be created.
+    #[error("--database")]
+    DatabaseLocked(#[source] crate::lock::LockError),
     /// The address cannot be listened on (in use, not this machine's, not permitted).
     #[error("--listen: cannot listen on {address}")]
     Listen {
@@ -121,7 +124,9 @@ impl StartError {
         match self {
             StartError::Config(error) => error.setting(),
             StartError::PackagesDir(_) => "--packages-dir",
-            StartError::Database(_) | StartError::DatabaseTask(_) => "--database",
+            StartError::Database(_)
+            | StartError::DatabaseTask(_)
+            | StartError::DatabaseLocked(_) => "--database",
             StartError::Listen { .. } => "--listen",
             StartError::Log(error) => error.setting(),
             StartError::WebhookCaFile(_) => "--webhook-ca-file",
@@ -138,15 +143,19 @@ pub struct Server {
     written: tokio::sync::mpsc::UnboundedReceiver<dispatch::Written>,
     /// Jobs other instances hand to this one (PostgreSQL only).
     hand_offs: Option<rpa_store::Listener>,
+    /// The SQLite database's lock, released once the store has shut down.
+    lock: Option<crate::lock::DatabaseLock>,
 }
 
 /// How long robot connections get to close at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 impl Server {
-    /// Opens the packages folder and the database, puts the last run's state in order, and binds
-    /// the port. Every robot is offline and every pending job back under the scheduler before
-    /// the port opens.
+    /// Binds the port, takes the SQLite database's lock, opens the packages folder and the
+    /// database, and puts the last run's state in order. Every robot is offline and every
+    /// pending job back under the scheduler before connections are accepted ([`Server::run`]).
+    /// A start that fails on the port or the lock has changed nothing: a second server on the
+    /// same database stops here and the first keeps running undisturbed.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
         let webhooks = crate::tasks::webhooks::Webhooks::new(
@@ -154,6 +163,18 @@ impl Server {
             config.webhook_ca_file.as_deref(),
         )
         .map_err(|error| StartError::WebhookCaFile(error.into()))?;
+        let listener = listen(config.listen).map_err(|source| StartError::Listen {
+            address: config.listen,
+            source,
+        })?;
+        let bound = listener.local_addr().unwrap_or(config.listen);
+        let lock = match &config.database {
+            crate::Database::Sqlite(path) => Some(
+                crate::lock::DatabaseLock::acquire(path, bound)
+                    .map_err(StartError::DatabaseLocked)?,
+            ),
+            crate::Database::Postgres(_) => None,
+        };
         let packages = PackageDir::open(&config.packages_dir)
             .map_err(StartError::PackagesDir)?
             .with_sync(config.sync_package_files);
@@ -175,7 +196,7 @@ impl Server {
         let recovery_store = store.clone();
         let (lease, description) = (
             config.instance_lease,
-            crate::tasks::instance::describe(config.listen),
+            crate::tasks::instance::describe(bound),
         );
         let started = tokio::task::spawn_blocking(move || {
             crate::tasks::instance::start(&recovery_store, policy, lease, description)
@@ -191,11 +212,6 @@ impl Server {
             started.offline,
             started.resent
         );
-
-        let listener = listen(config.listen).map_err(|source| StartError::Listen {
-            address: config.listen,
-            source,
-        })?;
 
         let db = Db::new(store);
         let last_event = db
@@ -244,6 +260,7 @@ impl Server {
             due_loop,
             written,
             hand_offs,
+            lock,
         })
     }
 
@@ -261,6 +278,7 @@ impl Server {
             due_loop,
             written,
             hand_offs,
+            lock,
         } = self;
         let (stop, stopped) = watch::channel(false);
         let scheduler: JoinHandle<()> = tokio::spawn(due_loop.run(stopped.clone()));
@@ -335,6 +353,7 @@ impl Server {
             store.shutdown();
         })
         .await;
+        drop(lock);
         log::info!("stopped");
     }
 }
@@ -417,7 +436,9 @@ mod tests {
         let Err(error) = Server::start(config).await else {
             panic!("opened a database below a file");
         };
-        assert!(matches!(error, StartError::Database(_)), "{error:?}");
+        // The lock file beside the database is the first thing that cannot be created.
+        assert!(matches!(error, StartError::DatabaseLocked(_)), "{error:?}");
+        assert_eq!(error.setting(), "--database");
         let line = Chain(&error).to_string();
         assert!(line.starts_with("--database: "), "{line}");
         assert!(line.len() > "--database: ".len());

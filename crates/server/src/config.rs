@@ -52,6 +52,44 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long a client may take to send its request head.
     pub header_timeout: Duration,
+    /// How long a client may take to send a request body, from the end of its head; a body
+    /// that does not arrive in time gets 408 and its connection is closed.
+    pub body_timeout: Duration,
+    /// Bytes of request bodies held across all connections at once (a body is charged at its
+    /// declared length when its head arrives, a chunked one as it arrives); beyond it new
+    /// bodies get 503 with `Retry-After`.
+    pub max_inflight_body: usize,
+    /// Open connections in all (HTTP and robots); beyond it a new connection is accepted and
+    /// closed at once. The default leaves [`FD_RESERVE`] descriptors of the process's file
+    /// limit for the database, the logs and the package files.
+    pub max_connections: usize,
+    /// Messages kept per robot; a new one beyond it drops the robot's oldest.
+    pub max_messages_per_robot: u32,
+}
+
+/// File descriptors the default [`Limits::max_connections`] leaves for everything but
+/// connections: the database and its pool, the log files, package files being written.
+pub const FD_RESERVE: usize = 256;
+
+/// The process's file limit (`RLIMIT_NOFILE`, the soft one) less [`FD_RESERVE`], at least 1.
+pub fn default_max_connections() -> usize {
+    open_file_limit()
+        .saturating_sub(FD_RESERVE as u64)
+        .clamp(1, usize::MAX as u64) as usize
+}
+
+/// The soft limit on open files; 1024 (the usual default) when it cannot be read.
+fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives here.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if read != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return if read == 0 { u64::MAX } else { 1024 };
+    }
+    limit.rlim_cur
 }
 
 impl Default for Limits {
@@ -72,6 +110,10 @@ impl Default for Limits {
             connections_per_ip: 10_000,
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_inflight_body: 64 * 1024 * 1024,
+            max_connections: default_max_connections(),
+            max_messages_per_robot: 1000,
         }
     }
 }
@@ -207,6 +249,14 @@ impl Config {
                 min: MIN_READ_BUFFER,
             });
         }
+        if limits.max_connections == 0 {
+            return Err(ConfigError::Zero {
+                setting: "--max-connections",
+            });
+        }
+        if limits.max_inflight_body < limits.max_body {
+            return Err(ConfigError::InflightBelowBody);
+        }
         if !self.database.supported() {
             return Err(ConfigError::Database(SettingError::NoPostgresBackend));
         }
@@ -219,6 +269,7 @@ impl Config {
             ("--retention-interval", self.retention_interval),
             ("--write-timeout", limits.write_timeout),
             ("--header-timeout", limits.header_timeout),
+            ("--body-timeout", limits.body_timeout),
         ] {
             if duration.is_zero() {
                 return Err(ConfigError::Zero { setting });
@@ -249,6 +300,12 @@ impl Config {
                 u64::from(limits.robot_burst),
                 1,
                 u64::from(u32::MAX),
+            ),
+            (
+                "--max-messages-per-robot",
+                u64::from(limits.max_messages_per_robot),
+                1,
+                1_000_000,
             ),
         ] {
             if !(min..=max).contains(&value) {
@@ -285,6 +342,8 @@ fn check_tokens(setting: &'static str, tokens: &[String]) -> Result<(), ConfigEr
 pub enum ConfigError {
     #[error("--max-frame-size: must not exceed --max-message-size")]
     FrameExceedsMessage,
+    #[error("--max-inflight-body: must be at least --max-body")]
+    InflightBelowBody,
     #[error("{setting}: a token must not be empty")]
     EmptyToken { setting: &'static str },
     #[error("{setting}: a token must be printable ASCII without spaces")]
@@ -314,6 +373,7 @@ impl ConfigError {
     pub fn setting(&self) -> &'static str {
         match self {
             ConfigError::FrameExceedsMessage => "--max-frame-size",
+            ConfigError::InflightBelowBody => "--max-inflight-body",
             ConfigError::EmptyToken { setting }
             | ConfigError::UnprintableToken { setting }
             | ConfigError::SqliteOnly { setting }
@@ -355,6 +415,8 @@ pub enum SettingError {
     NoDatabaseFile { text: String },
     #[error("unknown database scheme {scheme:?}; use sqlite://PATH or postgres://...")]
     DatabaseScheme { scheme: String },
+    #[error("{text:?} is not an address and port (e.g. 0.0.0.0:4000) or a port")]
+    ListenAddress { text: String },
     #[error("{text:?} is not an IANA time zone (e.g. Europe/Berlin)")]
     TimeZone { text: String },
     #[error("{level:?} is not a log level (error, warn, info, debug, trace or off)")]
@@ -506,6 +568,18 @@ pub fn parse_address_range(text: &str) -> Result<IpNet, SettingError> {
         .map_err(|_| SettingError::AddressRange {
             text: text.to_owned(),
         })
+}
+
+/// Reads a listen address: `ADDR:PORT` (`0.0.0.0:4000`, `[::]:4000`), or a port alone, which
+/// listens on every IPv4 address as the default does.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, SettingError> {
+    let text = text.trim();
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    text.parse().map_err(|_| SettingError::ListenAddress {
+        text: text.to_owned(),
+    })
 }
 
 /// Reads an IANA time-zone name.
@@ -724,6 +798,21 @@ mod tests {
         );
         assert!(parse_address_range("10.0.0.0/33").is_err());
         assert!(parse_address_range("intranet").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("4100"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 4100)))
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:4100"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 4100)))
+        );
+        assert!(parse_listen("[::1]:4100").is_ok());
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("70000").is_err());
     }
 
     #[test]

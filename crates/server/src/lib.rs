@@ -4,8 +4,10 @@ mod app;
 pub mod config;
 mod db;
 mod http;
+mod lock;
 pub mod logging;
 mod tasks;
 
 pub use app::{Server, StartError, WebhookSetupError};
 pub use config::{Access, Config, ConfigError, Database, Limits};
+pub use lock::LockError;

@@ -129,13 +129,130 @@ pub fn logger(dir: &Path, directives: &str, to_stderr: bool) -> Result<Logger, L
         dispatch = dispatch.level_for(target.clone(), *level);
     }
     if to_stderr {
-        dispatch = dispatch.chain(std::io::stderr());
+        let stderr: Box<dyn std::io::Write + Send> = Box::new(Stderr);
+        dispatch = dispatch.chain(
+            fern::Dispatch::new()
+                .filter(|metadata| metadata.target() != FILE_ONLY)
+                .chain(stderr),
+        );
     }
     let (_, log) = dispatch.into_log();
     Ok(Logger {
         max_level: directives.max(),
         log,
     })
+}
+
+/// The target of records that go to the log file only, never to standard error: a failed start,
+/// which the binary reports on standard error itself, in one line.
+pub const FILE_ONLY: &str = "file_only";
+
+/// Standard error for log lines, which a closed or broken stderr does not stop: fern panics
+/// when a line can be written neither to its output nor to stderr, and a server piped into
+/// `head -1` must keep running (and stop with 0 on SIGTERM).
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Repeated warnings of one kind (refused requests, bad frames, refused connections) from
+/// clients the server does not control: at most `per_second` lines a second are written, and
+/// the next line written says how many were left out, so a flood cannot fill the disk and the
+/// log still tells how big it was.
+pub(crate) struct Throttle {
+    per_second: u32,
+    state: std::sync::Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    window_start: Option<std::time::Instant>,
+    in_window: u32,
+    left_out: u64,
+}
+
+impl Throttle {
+    pub(crate) const fn new(per_second: u32) -> Throttle {
+        Throttle {
+            per_second,
+            state: std::sync::Mutex::new(ThrottleState {
+                window_start: None,
+                in_window: 0,
+                left_out: 0,
+            }),
+        }
+    }
+
+    /// Whether a line may be written now; if so, what it must add about the lines left out.
+    pub(crate) fn admit(&self) -> Option<LeftOut> {
+        self.admit_at(std::time::Instant::now())
+    }
+
+    fn admit_at(&self, now: std::time::Instant) -> Option<LeftOut> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new_window = state
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(1));
+        if new_window {
+            state.window_start = Some(now);
+            state.in_window = 0;
+        }
+        if state.in_window >= self.per_second {
+            state.left_out += 1;
+            return None;
+        }
+        state.in_window += 1;
+        Some(LeftOut(std::mem::take(&mut state.left_out)))
+    }
+}
+
+/// How many lines of a kind were left out before this one; shown as ` (N similar lines left
+/// out)`, or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeftOut(pub(crate) u64);
+
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            1 => f.write_str(" (1 similar line left out)"),
+            n => write!(f, " ({n} similar lines left out)"),
+        }
+    }
+}
+
+/// The kinds of warnings a client can cause at will, each throttled on its own.
+pub(crate) mod warnings {
+    use super::Throttle;
+
+    /// Lines a second per kind.
+    const PER_SECOND: u32 = 5;
+
+    /// API requests refused: 401 (no or a wrong token), 403 (a foreign browser origin).
+    pub(crate) static REFUSED_REQUESTS: Throttle = Throttle::new(PER_SECOND);
+    /// Robot upgrades refused (401, 403) or failed.
+    pub(crate) static REFUSED_HANDSHAKES: Throttle = Throttle::new(PER_SECOND);
+    /// Bad frames and protocol errors from robots, messages before registration, declined
+    /// metadata.
+    pub(crate) static BAD_FRAMES: Throttle = Throttle::new(PER_SECOND);
+    /// Connections refused or cut off: too many from one address or in all, bodies too slow or
+    /// over the budget.
+    pub(crate) static REFUSED_CONNECTIONS: Throttle = Throttle::new(PER_SECOND);
+    /// Triggers refused (a line each at info level).
+    pub(crate) static REFUSED_TRIGGERS: Throttle = Throttle::new(PER_SECOND);
+    /// `accept` failing (out of file descriptors): once a second.
+    pub(crate) static ACCEPT_ERRORS: Throttle = Throttle::new(1);
 }
 
 /// An error and its causes on one line, `error: cause: cause`, as a failed start is reported.
@@ -288,6 +405,22 @@ mod tests {
         );
         let alone = layers(&["alone"]).unwrap();
         assert_eq!(Chain(&*alone).to_string(), "alone");
+    }
+
+    #[test]
+    fn a_throttle_writes_a_few_lines_a_second_and_counts_the_rest() {
+        let throttle = Throttle::new(2);
+        let start = std::time::Instant::now();
+        assert_eq!(throttle.admit_at(start), Some(LeftOut(0)));
+        assert_eq!(throttle.admit_at(start), Some(LeftOut(0)));
+        for _ in 0..5 {
+            assert_eq!(throttle.admit_at(start), None);
+        }
+        let later = start + std::time::Duration::from_millis(1001);
+        assert_eq!(throttle.admit_at(later), Some(LeftOut(5)));
+        assert_eq!(throttle.admit_at(later), Some(LeftOut(0)));
+        assert_eq!(LeftOut(5).to_string(), " (5 similar lines left out)");
+        assert_eq!(LeftOut(0).to_string(), "");
     }
 
     #[test]

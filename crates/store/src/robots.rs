@@ -308,6 +308,33 @@ impl WriteTx<'_> {
             .returning(robot_messages::id)
             .get_result(self.conn)?)
     }
+
+    /// Keeps the robot's `keep` newest messages and deletes the older ones; the number
+    /// deleted. Called after each insert, it deletes at most one.
+    pub fn trim_robot_messages(
+        &mut self,
+        robot_address: &str,
+        keep: u32,
+    ) -> Result<usize, StoreError> {
+        // The newest message beyond `keep`, found by walking the (robot_address, id) index
+        // from the newest end: it and everything older go.
+        let beyond: Option<i64> = robot_messages::table
+            .filter(robot_messages::robot_address.eq(robot_address))
+            .order(robot_messages::id.desc())
+            .offset(i64::from(keep))
+            .select(robot_messages::id)
+            .first(self.conn)
+            .optional()?;
+        let Some(beyond) = beyond else {
+            return Ok(0);
+        };
+        Ok(diesel::delete(
+            robot_messages::table
+                .filter(robot_messages::robot_address.eq(robot_address))
+                .filter(robot_messages::id.le(beyond)),
+        )
+        .execute(self.conn)?)
+    }
 }
 
 impl ReadConn<'_> {

@@ -78,7 +78,7 @@ impl Access {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Option<Response> {
-        if let Some(refused) = self.check_origin(headers) {
+        if let Some(refused) = self.check_browser(method, uri.path(), headers) {
             return Some(refused);
         }
         // Browsers ask before a cross-origin call and send no credentials when they do.
@@ -97,10 +97,16 @@ impl Access {
         }
     }
 
-    /// Checks a robot's upgrade request, before the upgrade.
+    /// Checks a robot's upgrade request, before the upgrade. A browser page of another site
+    /// must not open a robot's connection (field robots send no `Origin`).
     pub(crate) fn check_robot(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
-        if let Some(refused) = self.check_origin(headers) {
-            return Some(refused);
+        if let Some(origin) = headers.get(header::ORIGIN)
+            && !same_origin(origin.as_bytes(), headers)
+            && !self.origin_allowed(origin)
+        {
+            return Some(forbidden(
+                "WebSocket connections from this origin are not allowed",
+            ));
         }
         if self.robot_tokens.is_empty() {
             return None;
@@ -117,20 +123,45 @@ impl Access {
         }
     }
 
-    fn check_origin(&self, headers: &HeaderMap) -> Option<Response> {
-        let origin = headers.get(header::ORIGIN)?;
-        if self.allowed_origins.is_empty() || self.origin_allowed(origin) {
+    /// The browser rules (quality.md, "Browsers"). Same-origin requests always pass (the
+    /// operator's page is served by this server). With `--allowed-origins`, an `Origin` outside
+    /// the list is refused. Whatever the list, a request that changes state and that a browser
+    /// sent from another site (`Sec-Fetch-Site: cross-site`, or an `Origin` or `Referer` naming
+    /// another origin) is refused unless its origin is listed: no page elsewhere can make an
+    /// operator's browser cancel or trigger jobs.
+    fn check_browser(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
+        let origin = headers.get(header::ORIGIN);
+        if let Some(origin) = origin {
+            if same_origin(origin.as_bytes(), headers) {
+                return None;
+            }
+            if !self.allowed_origins.is_empty() && !self.origin_allowed(origin) {
+                return Some(forbidden("requests from this origin are not allowed"));
+            }
+        }
+        if !crate::http::methods::changes_state(method, path) {
             return None;
         }
-        Some(
-            Problem::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "Forbidden",
-                "requests from this origin are not allowed",
-            )
-            .into_response(),
-        )
+        let listed = origin.is_some_and(|origin| self.origin_allowed(origin));
+        if listed {
+            return None;
+        }
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        let foreign_origin = origin.is_some();
+        let foreign_referer = origin.is_none()
+            && headers
+                .get(header::REFERER)
+                .and_then(|referer| referer_origin(referer.as_bytes()))
+                .is_some_and(|referer| !same_origin(referer.as_bytes(), headers));
+        if cross_site || foreign_origin || foreign_referer {
+            return Some(forbidden(
+                "a browser page of another site cannot change state here; list its origin in \
+                 --allowed-origins to allow it",
+            ));
+        }
+        None
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
@@ -141,15 +172,16 @@ impl Access {
         })
     }
 
-    /// CORS headers for an allowed browser origin, and the answer to a preflight.
+    /// CORS headers for a browser origin: every origin may read (`*`) when none are listed;
+    /// listed origins may also change state. Answers preflights.
     pub(crate) fn cors(&self, method: &Method, headers: &HeaderMap, response: &mut Response) {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return;
         };
-        let allow = if self.allowed_origins.is_empty() {
-            HeaderValue::from_static("*")
-        } else if self.origin_allowed(origin) {
-            origin.clone()
+        let (allow, methods) = if self.origin_allowed(origin) {
+            (origin.clone(), "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+        } else if self.allowed_origins.is_empty() {
+            (HeaderValue::from_static("*"), "GET, HEAD, OPTIONS")
         } else {
             return;
         };
@@ -163,7 +195,7 @@ impl Access {
         if method == Method::OPTIONS {
             out.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+                HeaderValue::from_static(methods),
             );
             out.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -175,6 +207,78 @@ impl Access {
             );
         }
     }
+}
+
+fn forbidden(detail: &str) -> Response {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "Forbidden",
+        detail,
+    )
+    .into_response()
+}
+
+/// `scheme://host[:port]` of a `Referer` URL.
+fn referer_origin(referer: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(referer).ok()?;
+    let (scheme, rest) = text.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// Whether a browser origin (`scheme://host[:port]`) is the origin the request was sent to:
+/// its host and port are those of `Host` (or of `X-Forwarded-Host`, which a proxy in front sets;
+/// a browser page cannot set it on a cross-site request, as no preflight here allows it). An
+/// origin without a port stands for its scheme's default, and so does a `Host` without one.
+fn same_origin(origin: &[u8], headers: &HeaderMap) -> bool {
+    let Some((scheme, host, port)) = std::str::from_utf8(origin).ok().and_then(split_origin) else {
+        return false;
+    };
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return false,
+    };
+    let port = port.unwrap_or(default);
+    [header::HOST.as_str(), "x-forwarded-host"]
+        .into_iter()
+        .flat_map(|name| headers.get_all(name))
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|value| split_authority(value.trim()))
+        .any(|(their_host, their_port)| {
+            their_host.eq_ignore_ascii_case(host)
+                && their_port.map_or(port == 80 || port == 443, |p| p == port)
+        })
+}
+
+fn split_origin(origin: &str) -> Option<(&str, &str, Option<u16>)> {
+    let (scheme, authority) = origin.trim_end_matches('/').split_once("://")?;
+    let (host, port) = split_authority(authority)?;
+    Some((scheme, host, port))
+}
+
+/// `host[:port]`, an IPv6 literal in brackets; `None` when the port is not a number.
+fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    if authority.is_empty() || authority.contains(['/', '@']) {
+        return None;
+    }
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        (host, rest.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(port) => Some(port.parse().ok()?),
+        None => None,
+    };
+    Some((host, port))
 }
 
 /// A preflight answer: the CORS headers are added by [`Access::cors`].

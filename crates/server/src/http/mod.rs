@@ -2,7 +2,9 @@
 //! control, problem documents and the JSON views of stored records.
 
 pub(crate) mod auth;
+pub(crate) mod limits;
 pub(crate) mod listener;
+pub(crate) mod methods;
 pub(crate) mod metrics;
 pub(crate) mod percent;
 pub(crate) mod problem;

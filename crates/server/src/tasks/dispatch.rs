@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rpa_protocol::{RobotAddress, ServerMessage};
+use rpa_protocol::{RobotAddress, encode_notification};
 use rpa_registry::{Outbound, PushError, Registry, Sending, Session};
 use rpa_scheduler::{Due, DueKind, DueSource, Wakeup};
 use rpa_store::{ChangeOutcome, Claimed, DeliveryPolicy, DueOutcome, Reach, StoreError};
@@ -201,22 +201,12 @@ impl Dispatcher {
             );
             return;
         };
-        let package = match serde_json::from_str(&claimed.package) {
-            Ok(package) => package,
-            Err(error) => {
-                // Only a hand-edited database gets here: the package was validated on entry.
-                log::error!(
-                    "job {}: stored package is not a JSON object: {error}",
-                    claimed.id
-                );
-                return;
-            }
+        // The package as its client wrote it, job_id spliced in (numbers beyond 64 bits too).
+        let Some(text) = encode_notification(robot.dialect, &claimed.package, claimed.id) else {
+            // Only a hand-edited database gets here: the package was validated on entry.
+            log::error!("job {}: stored package is not a JSON object", claimed.id);
+            return;
         };
-        let text = ServerMessage::Notification {
-            package,
-            job_id: claimed.id,
-        }
-        .encode(robot.dialect);
         let sending = Sending {
             job_id: claimed.id,
             attempt: claimed.attempt,

@@ -51,7 +51,7 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .unify()
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(trigger::idempotency_header())
         .and(json_body(app.config.limits.max_body))
         .then(trigger);
     cancel.or(force).unify().or(trigger).unify().boxed()
@@ -103,10 +103,9 @@ fn old_answer(
     }
 }
 
-async fn trigger(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response {
+async fn trigger(app: Arc<App>, key: Option<warp::http::HeaderValue>, body: JsonBody) -> Response {
     let result = async {
-        let key =
-            trigger::idempotency_key(key.as_deref()).map_err(|p| p.with_alert(NOT_RECEIVED))?;
+        let key = trigger::idempotency_key(key.as_ref()).map_err(|p| p.with_alert(NOT_RECEIVED))?;
         let (doc, raw) = body.map_err(|p| p.with_alert(NOT_RECEIVED))?;
         match trigger::accept(&app, &doc, &raw, key).await {
             Ok(accepted) => Ok(accepted.created),

@@ -23,7 +23,7 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let create = warp::path!("api" / "jobs")
         .and(warp::post())
         .and(with_app(Arc::clone(&app)))
-        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(trigger::idempotency_header())
         .and(json_body(max_body))
         .then(create);
     let list = warp::path!("api" / "jobs")
@@ -55,9 +55,9 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn create(app: Arc<App>, key: Option<String>, body: JsonBody) -> Response {
+async fn create(app: Arc<App>, key: Option<HeaderValue>, body: JsonBody) -> Response {
     let created = async {
-        let key = trigger::idempotency_key(key.as_deref())?;
+        let key = trigger::idempotency_key(key.as_ref())?;
         let (doc, raw) = body?;
         let accepted = trigger::accept(&app, &doc, &raw, key).await?;
         let (location, body) = match accepted.created {

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use rpa_store::{BATCH_BUCKETS, JobStatus, LATENCY_BUCKETS_MICROS};
 use warp::Filter;
@@ -17,11 +18,55 @@ use crate::http::metrics::LATENESS_BUCKETS_MS;
 use crate::http::problem::Problem;
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
+    let counts = Arc::new(Counts::default());
     warp::path!("metrics")
         .and(warp::get())
         .and(with_app(app))
-        .then(|app: Arc<App>| async move { render(&app).await })
+        .then(move |app: Arc<App>| {
+            let counts = Arc::clone(&counts);
+            async move { render(&app, &counts).await }
+        })
         .boxed()
+}
+
+/// How long the counts of robots and of jobs by status are served again before they are
+/// counted anew. Counting reads the whole jobs index (about 200 ms at a million jobs): done
+/// per scrape, a few scrapers kept the reader pool busy and slowed the whole API.
+const COUNTS_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The last counts of robots and jobs, and when they were made. One scrape at a time counts;
+/// the others wait for it and share its result, so the database is read at most once per
+/// [`COUNTS_FRESH_FOR`] whatever the number of scrapers.
+#[derive(Default)]
+struct Counts {
+    last: tokio::sync::Mutex<Option<(Instant, Counted)>>,
+}
+
+#[derive(Clone)]
+struct Counted {
+    robots_registered: i64,
+    jobs: Vec<(JobStatus, i64)>,
+}
+
+impl Counts {
+    async fn get(&self, app: &App) -> Result<Counted, rpa_store::StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, counted)) = &*last
+            && at.elapsed() < COUNTS_FRESH_FOR
+        {
+            return Ok(counted.clone());
+        }
+        let (robots, jobs) = app
+            .db
+            .read(|conn| Ok((conn.count_robots()?, conn.count_jobs_by_status()?)))
+            .await?;
+        let counted = Counted {
+            robots_registered: robots.0,
+            jobs,
+        };
+        *last = Some((Instant::now(), counted.clone()));
+        Ok(counted)
+    }
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -57,13 +102,12 @@ fn histogram(
     );
 }
 
-async fn render(app: &App) -> Response {
-    let counts = app
-        .db
-        .read(|conn| Ok((conn.count_robots()?, conn.count_jobs_by_status()?)))
-        .await;
-    let ((registered, _), jobs) = match counts {
-        Ok(counts) => counts,
+async fn render(app: &App, counts: &Counts) -> Response {
+    let Counted {
+        robots_registered: registered,
+        jobs,
+    } = match counts.get(app).await {
+        Ok(counted) => counted,
         Err(error) => return Problem::from(error).into_response(),
     };
     let mut out = String::with_capacity(4096);

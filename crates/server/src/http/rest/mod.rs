@@ -15,6 +15,8 @@ mod schedules;
 mod trigger;
 mod webhooks;
 
+pub(crate) use openapi::ROUTES;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 

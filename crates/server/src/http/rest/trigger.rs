@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use rpa_packages::validate_trigger;
+use rpa_packages::validate_trigger_body;
 use rpa_protocol::RobotAddress;
 use rpa_scheduler::CronSchedule;
 use rpa_scheduler::{ScheduleContext, ScheduleRequest, parse_schedule};
@@ -56,9 +56,22 @@ fn remember(
 /// Longest `Idempotency-Key`.
 const MAX_KEY_CHARS: usize = 255;
 
-pub(super) fn idempotency_key(raw: Option<&str>) -> Result<Option<String>, Problem> {
-    let Some(key) = raw else { return Ok(None) };
-    let key = key.trim();
+/// The `Idempotency-Key` header as sent, bytes and all: read here rather than as text by warp,
+/// whose rejection of a non-ASCII value loses to another route's 405 (stack-notes.md), so that
+/// every malformed key is this route's `400 bad_idempotency_key`.
+pub(super) fn idempotency_header()
+-> impl warp::Filter<Extract = (Option<warp::http::HeaderValue>,), Error = std::convert::Infallible>
++ Clone {
+    use warp::Filter as _;
+    warp::header::headers_cloned()
+        .map(|headers: warp::http::HeaderMap| headers.get("idempotency-key").cloned())
+}
+
+pub(super) fn idempotency_key(
+    raw: Option<&warp::http::HeaderValue>,
+) -> Result<Option<String>, Problem> {
+    let Some(raw) = raw else { return Ok(None) };
+    let key = std::str::from_utf8(raw.as_bytes()).unwrap_or("").trim();
     if key.is_empty()
         || key.len() > MAX_KEY_CHARS
         || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
@@ -91,7 +104,9 @@ pub(super) async fn accept(
         Ok(_) => bump(&app.metrics.triggers_accepted),
         Err(problem) => {
             bump(&app.metrics.triggers_rejected);
-            log::info!("trigger refused: {problem}");
+            if let Some(left_out) = crate::logging::warnings::REFUSED_TRIGGERS.admit() {
+                log::info!("trigger refused: {problem}{left_out}");
+            }
         }
     }
     result
@@ -105,7 +120,7 @@ async fn accept_inner(
 ) -> Result<Accepted, Problem> {
     let now = Utc::now();
     let mut errors = FieldErrors::new();
-    let trigger = match validate_trigger(doc) {
+    let trigger = match validate_trigger_body(doc, body) {
         Ok(trigger) => Some(trigger),
         Err(found) => {
             errors.extend(found);
@@ -295,10 +310,13 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_bounded_printable_ascii() {
+        use warp::http::HeaderValue;
+        let key = |text: &[u8]| idempotency_key(Some(&HeaderValue::from_bytes(text).unwrap()));
         assert_eq!(idempotency_key(None), Ok(None));
-        assert_eq!(idempotency_key(Some(" k-1 ")), Ok(Some("k-1".to_owned())));
-        assert!(idempotency_key(Some("")).is_err());
-        assert!(idempotency_key(Some("é")).is_err());
-        assert!(idempotency_key(Some(&"k".repeat(256))).is_err());
+        assert_eq!(key(b" k-1 "), Ok(Some("k-1".to_owned())));
+        assert!(key(b"").is_err());
+        assert!(key("é".as_bytes()).is_err());
+        assert!(key(&[0xff, 0xfe]).is_err());
+        assert!(key("k".repeat(256).as_bytes()).is_err());
     }
 }

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::app::App;
 use crate::http::metrics::bump;
+use crate::logging::warnings;
 use crate::tasks::dispatch::Written;
 
 pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -276,7 +277,12 @@ impl Connection {
     async fn on_read_error(&mut self, error: WsError) -> End {
         match error {
             WsError::Capacity(detail) => {
-                log::warn!("{}: frame over the size limit: {detail}", self.tag());
+                if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                    log::warn!(
+                        "{}: frame over the size limit: {detail}{left_out}",
+                        self.tag()
+                    );
+                }
                 self.close(CloseRequest {
                     code: CLOSE_TOO_BIG,
                     reason: "message too big".to_owned(),
@@ -292,7 +298,12 @@ impl Connection {
             // RFC 6455: a protocol violation (unmasked frame, reserved opcode or bits, a
             // control frame over 125 bytes) closes with 1002, invalid UTF-8 with 1007.
             WsError::Protocol(detail) => {
-                log::warn!("{}: WebSocket protocol error: {detail}", self.tag());
+                if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                    log::warn!(
+                        "{}: WebSocket protocol error: {detail}{left_out}",
+                        self.tag()
+                    );
+                }
                 self.close(CloseRequest {
                     code: CLOSE_PROTOCOL,
                     reason: "protocol error".to_owned(),
@@ -300,7 +311,9 @@ impl Connection {
                 .await
             }
             WsError::Utf8(_) => {
-                log::warn!("{}: text frame is not UTF-8", self.tag());
+                if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                    log::warn!("{}: text frame is not UTF-8{left_out}", self.tag());
+                }
                 self.close(CloseRequest {
                     code: CLOSE_INVALID_DATA,
                     reason: "text frame is not UTF-8".to_owned(),

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{CLOSE_POLICY, Connection, End, Identity};
 use crate::http::metrics::bump;
-use crate::logging::Untrusted;
+use crate::logging::{Untrusted, warnings};
 
 /// How much of a bad frame is quoted in the log.
 const BAD_FRAME_EXCERPT: usize = 200;
@@ -46,12 +46,14 @@ impl Connection {
     pub(super) async fn bad_frame(&mut self, error: FrameError, text: &str) -> Result<(), End> {
         bump(&self.app.metrics.bad_frames);
         let excerpt: String = text.chars().take(BAD_FRAME_EXCERPT).collect();
-        log::warn!(
-            "{}: bad frame ({}): {error}: {}",
-            self.tag(),
-            error.code(),
-            Untrusted(&excerpt)
-        );
+        if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+            log::warn!(
+                "{}: bad frame ({}): {error}: {}{left_out}",
+                self.tag(),
+                error.code(),
+                Untrusted(&excerpt)
+            );
+        }
         if self.robot.as_ref().is_some_and(|r| r.extended) {
             let reply = ServerMessage::Error {
                 code: error.code().to_owned(),
@@ -62,12 +64,14 @@ impl Connection {
         }
         if self.too_many_bad_frames() {
             let limits = &self.app.config.limits;
-            log::warn!(
-                "{}: more than {} bad frames within {} s: closing",
-                self.tag(),
-                limits.bad_frames,
-                limits.bad_frame_window.as_secs()
-            );
+            if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                log::warn!(
+                    "{}: more than {} bad frames within {} s: closing{left_out}",
+                    self.tag(),
+                    limits.bad_frames,
+                    limits.bad_frame_window.as_secs()
+                );
+            }
             self.session.close(CLOSE_POLICY, "too many bad frames");
         }
         Ok(())
@@ -78,7 +82,9 @@ impl Connection {
             Ok(metadata) => metadata,
             Err(error) => {
                 bump(&self.app.metrics.metadata_declined);
-                log::warn!("{}: metadata declined: {error}", self.tag());
+                if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                    log::warn!("{}: metadata declined: {error}{left_out}", self.tag());
+                }
                 return self.decline_metadata().await;
             }
         };
@@ -189,11 +195,13 @@ impl Connection {
     fn on_robot_message(&mut self, value: serde_json::Value) {
         let json = value.to_string();
         let Some(robot) = self.robot.clone() else {
-            log::warn!(
-                "{}: message from a connection that has not registered, ignored: {}",
-                self.tag(),
-                Untrusted(&json)
-            );
+            if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                log::warn!(
+                    "{}: message from a connection that has not registered, ignored: {}{left_out}",
+                    self.tag(),
+                    Untrusted(&json)
+                );
+            }
             return;
         };
         bump(&self.app.metrics.robot_messages);
@@ -205,11 +213,13 @@ impl Connection {
         let session = std::sync::Arc::clone(&self.session);
         let dialect = self.dialect();
         let metrics = std::sync::Arc::clone(&self.app.metrics);
+        let keep = self.app.config.limits.max_messages_per_robot;
         self.app.db.submit(
             self.tag().to_string(),
             "cannot store the robot's message",
             move |tx| {
                 tx.insert_robot_message(&address, &connection_id, now, &json)?;
+                tx.trim_robot_messages(&address, keep)?;
                 match &report {
                     Some(report) => tx
                         .report(
@@ -256,10 +266,12 @@ impl Connection {
     /// The robot could not take a package: send it again after a back-off.
     async fn on_decline(&mut self, package_name: String) {
         let Some(robot) = self.robot.clone() else {
-            log::warn!(
-                "{}: package declined by a connection that has not registered, ignored",
-                self.tag()
-            );
+            if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                log::warn!(
+                    "{}: package declined by a connection that has not registered, ignored{left_out}",
+                    self.tag()
+                );
+            }
             return;
         };
         bump(&self.app.metrics.declines);
@@ -301,10 +313,12 @@ impl Connection {
     /// An extended robot received a package.
     fn on_ack(&mut self, job_id: i64) {
         let Some(robot) = self.robot.clone() else {
-            log::warn!(
-                "{}: acknowledgement before registration, ignored",
-                self.tag()
-            );
+            if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                log::warn!(
+                    "{}: acknowledgement before registration, ignored{left_out}",
+                    self.tag()
+                );
+            }
             return;
         };
         bump(&self.app.metrics.acks);

@@ -45,16 +45,20 @@ pub(crate) fn upgrade(
     app: Arc<App>,
     mut request: Request<Incoming>,
     peer: SocketAddr,
-    slot: Arc<crate::http::listener::Slot>,
+    slot: Arc<crate::http::limits::Slot>,
 ) -> Response {
     if request.method() != Method::GET {
-        return Problem::new(
+        let mut response = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "Method not allowed",
             "a WebSocket upgrade must use GET",
         )
         .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return response;
     }
     let headers = request.headers();
     if !header_has(headers, header::CONNECTION, "upgrade") {
@@ -98,7 +102,11 @@ pub(crate) fn upgrade(
                 connection::run(app, ws, peer).await;
                 drop(slot);
             }
-            Err(error) => log::info!("peer={peer}: WebSocket upgrade failed: {error}"),
+            Err(error) => {
+                if let Some(left_out) = crate::logging::warnings::REFUSED_HANDSHAKES.admit() {
+                    log::info!("peer={peer}: WebSocket upgrade failed: {error}{left_out}");
+                }
+            }
         }
     });
 
