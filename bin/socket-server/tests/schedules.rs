@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Server, Ws, http_raw, next_text, send};
+use common::{Server, Ws, eventually, http_raw, next_text, send};
 use serde_json::{Value, json};
 
 const ROBOT: &str = "001AFFDB45C2";
@@ -120,6 +120,37 @@ async fn while_an_instance_is_pending_the_next_occurrences_are_skipped() {
             .unwrap()
             .contains("still pending")
     );
+}
+
+#[tokio::test]
+async fn a_schedule_whose_last_occurrence_is_skipped_still_ends() {
+    let server = Server::start(&[]);
+    let ws = server.robot("R", ROBOT).await;
+    drop(ws);
+    server.wait_online(ROBOT, false).await;
+    let end = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
+    let mut body = cron("* * * * * *");
+    body["Schedule"]["end"] = json!(end);
+    let (status, schedule) = server.post("/api/jobs", &body).await;
+    assert_eq!(status, 201, "{schedule}");
+    let id = schedule["id"].as_i64().unwrap();
+    let detail = eventually(Duration::from_secs(6), || async {
+        let (_, detail) = server.get(&format!("/api/schedules/{id}")).await;
+        (detail["active"] == false).then_some(detail)
+    })
+    .await;
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"skipped"), "{detail}");
+    assert_eq!(kinds[0], "ended", "newest first: {detail}");
+    let (_, events) = server
+        .get(&format!("/api/events?subject=schedules/{id}&type=schedule.ended"))
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
 }
 
 #[tokio::test]

@@ -80,6 +80,10 @@ pub(crate) fn fire(
         );
         tx.advance_schedule(id, occurrence, next, now, ended)?;
         tx.record_schedule_event(id, Some(occurrence), now, "skipped", Some(pending), &reason)?;
+        // Its last occurrence may be the one skipped: it ends all the same.
+        if let Some(ended) = ended {
+            tx.record_schedule_event(id, Some(occurrence), now, "ended", None, ended)?;
+        }
         return Ok(Some(Fired {
             instance: None,
             next,
