@@ -148,7 +148,9 @@ async fn a_schedule_whose_last_occurrence_is_skipped_still_ends() {
     assert!(kinds.contains(&"skipped"), "{detail}");
     assert_eq!(kinds[0], "ended", "newest first: {detail}");
     let (_, events) = server
-        .get(&format!("/api/events?subject=schedules/{id}&type=schedule.ended"))
+        .get(&format!(
+            "/api/events?subject=schedules/{id}&type=schedule.ended"
+        ))
         .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
 }
