@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestDatabase, create_job, open, register, secs, t0};
+use common::{TestDatabase, create_job, open, register, secs, t0, two_instances};
 use rpa_store::{DeliveryPolicy, DueOutcome, JobStatus, Notice, Reach, Store};
 
 fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>) -> DueOutcome {
@@ -16,27 +16,6 @@ fn due(store: &Store, id: i64, at: chrono::DateTime<chrono::Utc>) -> DueOutcome 
                 .map(|mut o| o.remove(0))
         })
         .unwrap()
-}
-
-/// Two instances on one fresh database, or None (with a note) without a PostgreSQL server.
-fn two_instances() -> Option<(Store, Store, TestDatabase)> {
-    let database = TestDatabase::new();
-    if !database.is_postgres() {
-        eprintln!("RPA_TEST_POSTGRES is not set: the shared-database case is not run");
-        return None;
-    }
-    let mut config = database.config.clone();
-    config.instance = "instance-a".to_owned();
-    let a = Store::open(&config).unwrap();
-    config.instance = "instance-b".to_owned();
-    let b = Store::open(&config).unwrap();
-    for store in [&a, &b] {
-        store
-            .writer()
-            .run(|tx| tx.register_instance(t0(), t0() + secs(3600), "test"))
-            .unwrap();
-    }
-    Some((a, b, database))
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestDatabase, create_job, open, register, secs, t0};
+use common::{create_job, open, register, secs, t0, two_instances};
 use rpa_store::{
     CreateWebhook, DeliveryOutcome, EnableWebhook, EventFilter, NewDelivery, NewWebhook, OwedEvent,
     ProgressOutcome, Store, SubjectState, WebhookFilter, WebhookFormat, WebhookProgress,
@@ -380,22 +380,9 @@ fn enabling_lists_what_was_missed_as_skipped_and_delivers_from_then_on() {
 
 #[test]
 fn one_instance_delivers_a_webhook_until_its_lease_passes_or_it_lets_go() {
-    let database = TestDatabase::new();
-    if !database.is_postgres() {
-        eprintln!("RPA_TEST_POSTGRES is not set: the shared-database case is not run");
+    let Some((a, b, _database)) = two_instances() else {
         return;
-    }
-    let mut config = database.config.clone();
-    config.instance = "instance-a".to_owned();
-    let a = Store::open(&config).unwrap();
-    config.instance = "instance-b".to_owned();
-    let b = Store::open(&config).unwrap();
-    for store in [&a, &b] {
-        store
-            .writer()
-            .run(|tx| tx.register_instance(t0(), t0() + secs(3600), "test"))
-            .unwrap();
-    }
+    };
     let hook = create(&a, &["job.*"]);
     assert_eq!(claim(&a), [hook.id]);
     assert_eq!(claim(&b), Vec::<i64>::new(), "A holds it");

@@ -199,3 +199,24 @@ impl Drop for RowLock {
         }
     }
 }
+
+/// Two instances on one fresh database, or None (with a note) without a PostgreSQL server.
+pub(crate) fn two_instances() -> Option<(Store, Store, TestDatabase)> {
+    let database = TestDatabase::new();
+    if !database.is_postgres() {
+        eprintln!("RPA_TEST_POSTGRES is not set: the shared-database case is not run");
+        return None;
+    }
+    let mut config = database.config.clone();
+    config.instance = "instance-a".to_owned();
+    let a = Store::open(&config).unwrap();
+    config.instance = "instance-b".to_owned();
+    let b = Store::open(&config).unwrap();
+    for store in [&a, &b] {
+        store
+            .writer()
+            .run(|tx| tx.register_instance(t0(), t0() + secs(3600), "test"))
+            .unwrap();
+    }
+    Some((a, b, database))
+}
