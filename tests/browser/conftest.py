@@ -7,6 +7,8 @@ Settings come from the environment (tests/browser/run.sh sets them):
   RPA_ROBOT_BIN    the rpa-robot binary (same default)
   RPA_CHROMIUM     the browser (default /usr/bin/chromium)
   RPA_UI_SCREENSHOTS  where the documentation's screenshots go (default: docs/img)
+  RPA_UI_DIR       while working on the page: serve its assets (not index.html) from this folder
+                   (crates/server/ui) instead of the binary, so that a change needs no rebuild
 """
 
 from __future__ import annotations
@@ -285,6 +287,22 @@ class PageErrors:
             self.errors.append(message.text)
 
 
+def _assets_from(folder: Path):
+    """A route handler answering /ui/assets/<digest>/<name> with the file from `folder`."""
+
+    types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+
+    def handle(route):
+        name = route.request.url.split("/ui/assets/", 1)[1].split("?")[0].split("/", 1)[1]
+        path = (folder / name).resolve()
+        if folder not in path.parents or not path.is_file():
+            route.fulfill(status=404, body="")
+            return
+        route.fulfill(status=200, body=path.read_bytes(), content_type=types.get(path.suffix, "application/octet-stream"))
+
+    return handle
+
+
 @pytest.fixture
 def open_page(browser):
     contexts = []
@@ -295,6 +313,8 @@ def open_page(browser):
         contexts.append(context)
         page = context.new_page()
         watchers.append(PageErrors(page))
+        if os.environ.get("RPA_UI_DIR"):
+            page.route("**/ui/assets/**", _assets_from(Path(os.environ["RPA_UI_DIR"]).resolve()))
         if before:
             before(page)
         page.goto(f"{server.url}/ui/{route}")
