@@ -229,7 +229,9 @@ function detail(root, idText, ctx) {
   fill(root,
     h('p', { class: 'crumbs' }, h('a', { href: '#/webhooks' }, 'Back to the list'), ' / ', String(idText)),
     h('div', { class: 'view-head' }, h('h1', { id: titleId }, `Webhook ${idText}`), actions),
-    errors.el, info, h('h2', {}, 'Recent deliveries'), deliveries.el, deliveriesEmpty, pager.el);
+    errors.el, info, h('h2', {}, 'Recent deliveries'),
+    h('p', { class: 'muted' }, 'Newest first. Every failed attempt and every skipped event is listed; of the deliveries that succeeded at the first attempt, at most one a second (the server\'s own economy under many events).'),
+    deliveries.el, deliveriesEmpty, pager.el);
 
   const refresh = refresher(async () => {
     try {
