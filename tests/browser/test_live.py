@@ -170,6 +170,15 @@ def test_the_stream_sends_the_token(start_server, start_robot, open_page):
     robot.stop()
     expect(robot_row(page, "00AA000000C1")).to_contain_text("offline", timeout=3000)
 
+    page.get_by_role("navigation", name="Views").get_by_role("link", name="Events").click()
+    expect(page.get_by_role("table", name="Events").get_by_role("row").filter(has_text="robot.offline")).to_have_count(1)
+
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API token")).to_be_visible()
     expect(live_state(page)).to_have_count(0)
+    # Whoever signs in next in this tab sees nothing of the last session's feed.
+    page.get_by_label("API token").fill("s3cret-stream")
+    page.get_by_role("button", name="Sign in").click()
+    expect(live_state(page)).to_be_visible()
+    expect(page.get_by_text("No event yet since this page was opened")).to_be_visible()
+    assert all(headers.get("authorization") == "Bearer s3cret-stream" for headers in requests.streams())

@@ -152,7 +152,10 @@ function showSignIn(message) {
   started = false;
   stopPolling();
   clearWake();
+  // Whoever signs in next starts a stream of their own: nothing of this one (its feed, its
+  // cursor) stays in the tab.
   if (ctx.live) ctx.live.stop();
+  ctx.live = null;
   if (current && current.unmount) current.unmount();
   current = null;
   currentKey = '';
