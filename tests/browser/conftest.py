@@ -7,10 +7,13 @@ Settings come from the environment (tests/browser/run.sh sets them):
   RPA_ROBOT_BIN    the rpa-robot binary (same default)
   RPA_CHROMIUM     the browser (default /usr/bin/chromium)
   RPA_UI_SCREENSHOTS  where the documentation's screenshots go (default: docs/img)
+  RPA_UI_DIR       while working on the page: serve its assets (not index.html) from this folder
+                   (crates/server/ui) instead of the binary, so that a change needs no rebuild
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import queue
@@ -67,13 +70,18 @@ class Server:
 
     def __init__(self, binary: Path, args: list[str]):
         self.folder = Path(tempfile.mkdtemp(prefix="rpa-ui-"))
+        self.binary = binary
+        self.args = args
         self.token = None
         if "--api-token" in args:
             self.token = args[args.index("--api-token") + 1]
+        self._spawn("127.0.0.1:0")
+
+    def _spawn(self, listen: str):
         env = {k: v for k, v in os.environ.items() if k not in ("PORT", "DATABASE_URL", "RUST_LOG")}
         env["TZ"] = "UTC"
         self.process = subprocess.Popen(
-            [str(binary), "--listen", "127.0.0.1:0", "--log-stderr", "false", *args],
+            [str(self.binary), "--listen", listen, "--log-stderr", "false", *self.args],
             cwd=self.folder,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -153,7 +161,7 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
 
-    def stop(self):
+    def _terminate(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -161,6 +169,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def restart(self, while_down=None):
+        """Stops the server and starts it again on the same address, with the same data;
+        `while_down()` runs in between."""
+        address = self.address
+        self._terminate()
+        if while_down:
+            while_down()
+        self._spawn(address)
+        assert self.address == address, (self.address, address)
+
+    def stop(self):
+        self._terminate()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -285,6 +306,22 @@ class PageErrors:
             self.errors.append(message.text)
 
 
+def _assets_from(folder: Path):
+    """A route handler answering /ui/assets/<digest>/<name> with the file from `folder`."""
+
+    types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
+
+    def handle(route):
+        name = route.request.url.split("/ui/assets/", 1)[1].split("?")[0].split("/", 1)[1]
+        path = (folder / name).resolve()
+        if folder not in path.parents or not path.is_file():
+            route.fulfill(status=404, body="")
+            return
+        route.fulfill(status=200, body=path.read_bytes(), content_type=types.get(path.suffix, "application/octet-stream"))
+
+    return handle
+
+
 @pytest.fixture
 def open_page(browser):
     contexts = []
@@ -295,6 +332,8 @@ def open_page(browser):
         contexts.append(context)
         page = context.new_page()
         watchers.append(PageErrors(page))
+        if os.environ.get("RPA_UI_DIR"):
+            page.route("**/ui/assets/**", _assets_from(Path(os.environ["RPA_UI_DIR"]).resolve()))
         if before:
             before(page)
         page.goto(f"{server.url}/ui/{route}")
@@ -312,3 +351,70 @@ def screenshots() -> Path:
     folder = Path(os.environ.get("RPA_UI_SCREENSHOTS", ROOT / "docs" / "img"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+class Receiver:
+    """A webhook receiver on loopback: records every POST (headers and body) and answers
+    `status` (200 unless told otherwise)."""
+
+    def __init__(self):
+        self.status = 200
+        self.received: queue.Queue[dict] = queue.Queue()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                receiver.received.put({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def next(self, predicate, what: str, timeout: float = 15.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                delivery = self.received.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if predicate(delivery):
+                return delivery
+        raise AssertionError(f"the receiver got no {what}")
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    started = Receiver()
+    yield started
+    started.stop()
+
+
+class Requests:
+    """The API requests a page makes (not the event stream), to tell polling from live."""
+
+    def __init__(self, page):
+        self.seen: list[tuple[float, str, dict]] = []
+        page.on("request", self._record)
+
+    def _record(self, request):
+        if "/api/" in request.url:
+            self.seen.append((time.monotonic(), request.url, request.headers))
+
+    def streams(self) -> list[dict]:
+        return [headers for _, url, headers in self.seen if "text/event-stream" in headers.get("accept", "")]
+
+    def reads_since(self, moment: float) -> list[str]:
+        return [url for at, url, headers in self.seen if at >= moment and "text/event-stream" not in headers.get("accept", "")]

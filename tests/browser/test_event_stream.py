@@ -1,7 +1,10 @@
 """The page's side of the live stream (events.md), against a stand-in for `GET /api/events`
-served by the browser's request interception, so that it is tested before and after the
-server's own stream exists: the page reads the Server-Sent Events with fetch (the bearer
-header included), shows them, and resumes with Last-Event-ID after the stream ends."""
+that the browser's request interception puts in the server's place, for what the real server
+cannot be made to do on cue: the exact bytes of the stream (a comment, CRLF line ends), a cut
+at a chosen moment, and a 410 after retention. The page reads the Server-Sent Events with fetch
+(the bearer header included), shows them, resumes with Last-Event-ID after the stream ends,
+and after a 410 starts from now and reads its views anew. test_live.py tests the same page
+against the server's own stream."""
 
 import http.server
 import json
@@ -41,6 +44,8 @@ class StandIn:
     def __init__(self):
         self.requests: list[dict] = []
         self.streams: list[queue.Queue] = []
+        # The next stream request is answered 410 (retention removed what it asks for).
+        self.gone = False
         self.lock = threading.Lock()
         stand_in = self
 
@@ -62,7 +67,20 @@ class StandIn:
                 outbox: queue.Queue = queue.Queue()
                 with stand_in.lock:
                     stand_in.requests.append({k.lower(): v for k, v in self.headers.items()})
-                    stand_in.streams.append(outbox)
+                    gone = stand_in.gone
+                    stand_in.gone = False
+                    if not gone:
+                        stand_in.streams.append(outbox)
+                if gone:
+                    # As the server answers a cursor below what retention kept.
+                    body = json.dumps({"type": "about:blank", "title": "Gone", "status": 410, "code": "events_trimmed",
+                                       "detail": "the events after this id are no longer kept"}).encode()
+                    self.send_response(410)
+                    self.send_header("Content-Type", "application/problem+json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -170,5 +188,44 @@ def test_the_page_reads_the_stream_and_resumes_with_last_event_id(start_server, 
             "reason": "connection closed", "robot": server.get("/api/robots/00AA000000AB"),
         }))
         expect(row).to_contain_text("offline", timeout=2000)
+    finally:
+        stand_in.stop()
+
+
+def test_after_a_410_the_page_starts_from_now_and_reads_its_views_again(server, start_robot, open_page):
+    robot = start_robot(server, "PC-GONE", "00AA000000F1")
+    record = server.get("/api/robots/00AA000000F1")
+    stand_in = StandIn()
+    reads = []
+    try:
+        def before(page):
+            page.route("**/api/events*", stand_in.route)
+            page.on("request", lambda r: reads.append((time.monotonic(), r.url)) if "/api/robots" in r.url else None)
+
+        page = open_page(server, "#/robots", before=before)
+        live = page.get_by_role("status").filter(has_text="Live")
+        expect(live).to_be_visible()
+        row = page.get_by_role("table", name="Robots").get_by_role("row").filter(has_text="00AA000000F1")
+        expect(row).to_contain_text("online")
+        sent_at = time.monotonic()
+        stand_in.send(cloud_event(50, "robot.updated", "robots/00AA000000F1", {"reason": None, "robot": record}))
+        wait_until(page, lambda: any(at > sent_at for at, _ in reads), "the refresh the event brings")
+
+        # Meanwhile the robot went away, and retention removed the events after 50.
+        robot.stop()
+        server.wait_for(lambda: not server.get("/api/robots/00AA000000F1")["online"], "robot offline")
+        cut_at = time.monotonic()
+        stand_in.gone = True
+        stand_in.cut()
+        wait_until(page, lambda: len(stand_in.requests) >= 3, "a stream after the 410")
+        assert stand_in.requests[1].get("last-event-id") == "50"
+        assert stand_in.requests[2].get("last-event-id") is None
+        expect(live).to_be_visible()
+        # The view is read again, without any event: it shows what happened in the gap.
+        expect(row).to_contain_text("offline", timeout=3000)
+        assert any(at > cut_at for at, _ in reads)
+
+        page.get_by_role("navigation", name="Views").get_by_role("link", name="Events").click()
+        expect(page.get_by_role("note").filter(has_text="removed by the server's retention")).to_be_visible()
     finally:
         stand_in.stop()

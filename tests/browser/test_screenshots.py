@@ -2,6 +2,7 @@
 robots on every run, so they always show the page as it is. Each one also checks that its view
 shows what the scene put there."""
 
+import re
 import time
 
 import pytest
@@ -43,7 +44,7 @@ def scene(server, start_robot):
     return {"waiting": waiting, "failed": failed}
 
 
-def test_the_documentation_screenshots(server, scene, open_page, screenshots):
+def test_the_documentation_screenshots(server, scene, start_robot, receiver, open_page, screenshots):
     page = open_page(server, "#/robots")
     expect(page.get_by_role("table", name="Robots").get_by_role("row")).to_have_count(5)
     expect(page.get_by_text("4 robots, 3 online.")).to_be_visible()
@@ -73,6 +74,30 @@ def test_the_documentation_screenshots(server, scene, open_page, screenshots):
     page.get_by_role("navigation", name="Views").get_by_role("link", name="Schedules").click()
     expect(page.get_by_role("table", name="Schedules").get_by_role("row")).to_have_count(3)
     page.screenshot(path=screenshots / "ui-schedules.png")
+
+    # The live feed fills as things happen after the page was opened.
+    page.get_by_role("navigation", name="Views").get_by_role("link", name="Events").click()
+    expect(page.get_by_text("No event yet since this page was opened")).to_be_visible()
+    start_robot(server, "PC-NIGHT-07", "001AFFDB45C7")
+    server.wait_for(lambda: server.get(f"/api/jobs/{scene['waiting']}")["status"] == "Succeeded", "the waiting job")
+    flaky = server.trigger("001AFFDB45C4", "PC-FINANCE-02", "vendor-payments")["id"]
+    server.wait_for(lambda: server.get(f"/api/jobs/{flaky}")["status"] == "Failed", "the failure")
+    events = page.get_by_role("table", name="Events")
+    expect(events.get_by_role("row").filter(has_text="job.failed")).to_have_count(1)
+    expect(events.get_by_role("row").filter(has_text="robot.online")).to_have_count(1)
+    page.screenshot(path=screenshots / "ui-events.png")
+
+    server.post("/api/webhooks", {"url": "http://127.0.0.1:9/chat", "types": ["job.failed", "robot.unreachable"],
+                                  "description": "operators' chat", "format": "chat"})
+    page.get_by_role("navigation", name="Views").get_by_role("link", name="Webhooks").click()
+    expect(page.get_by_role("table", name="Webhooks").get_by_role("row")).to_have_count(2)
+    page.get_by_label("URL").fill(receiver.url)
+    page.get_by_label("Event types").fill("job.*")
+    page.get_by_label("Description").fill("ticket system")
+    page.get_by_role("button", name="Add webhook").click()
+    expect(page.get_by_role("textbox", name="Secret")).to_have_value(re.compile("^whsec_"))
+    expect(page.get_by_role("table", name="Webhooks").get_by_role("row")).to_have_count(3)
+    page.screenshot(path=screenshots / "ui-webhooks.png", full_page=True)
 
     phone = open_page(server, "#/robots", width=390, height=844)
     expect(phone.get_by_role("table", name="Robots")).to_be_visible()

@@ -1,9 +1,10 @@
 // The page's frame: signing in, finding out what this server offers, routing between views
-// (hash routes, so the server only ever serves /ui/), and keeping the shown view current, from
-// the event stream when the server has one and by polling every second when it has not.
+// (hash routes, so the server only ever serves /ui/), and keeping the shown view current: from
+// the event stream when the server has one (a view is read again when an event concerns it, and
+// not otherwise), and by polling every 750 ms only on a server without the stream.
 
-import { api, ApiError, getIfPresent, hasToken, onUnauthorized, setToken } from './api.js';
-import { h, fill } from './dom.js';
+import { api, ApiError, getIfPresent, hasToken, onUnauthorized, serverNow, setToken } from './api.js';
+import { h, fill, updateAgo } from './dom.js';
 import { Live } from './live.js';
 import * as robots from './views/robots.js';
 import * as jobs from './views/jobs.js';
@@ -16,7 +17,12 @@ import { RobotCache } from './views/common.js';
 
 // Under a second, so that a change shows "within a second" even without the stream.
 const POLL_MS = 750;
-const SAFETY_POLL_MS = 30000;
+// Events come in bursts (a job created and sent, a robot and its jobs): one refresh for a burst,
+// at most one every so often, the first 100 ms after the first event.
+const EVENT_DELAY_MS = 100;
+const EVENT_GAP_MS = 400;
+// "3 minutes ago" and "due in 5 seconds" are rewritten this often, without asking the server.
+const TICK_MS = 5000;
 
 const el = {
   nav: document.getElementById('nav'),
@@ -40,6 +46,10 @@ let currentKey = '';
 let started = false;
 let pollTimer = null;
 let lastRefresh = 0;
+let lastTick = 0;
+let staleWhileHidden = false;
+let wakeTimer = null;
+let wakeAtMs = Infinity;
 let toastTimer = null;
 
 const ctx = {
@@ -52,7 +62,34 @@ const ctx = {
     if (location.hash === hash) route(true);
     else location.hash = hash;
   },
+  wakeAt,
 };
+
+/**
+ * Reads the shown view again at this moment (an RFC 3339 time of the server's clock): a job
+ * that becomes due changes its reason without any event. Only the earliest moment is kept.
+ */
+function wakeAt(iso) {
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return;
+  const wait = at - serverNow().getTime() + 300;
+  if (wait <= 0 || wait > 86400000) return;
+  const target = Date.now() + wait;
+  if (wakeTimer && target >= wakeAtMs) return;
+  clearTimeout(wakeTimer);
+  wakeAtMs = target;
+  wakeTimer = setTimeout(() => {
+    wakeTimer = null;
+    wakeAtMs = Infinity;
+    refreshNow();
+  }, wait);
+}
+
+function clearWake() {
+  clearTimeout(wakeTimer);
+  wakeTimer = null;
+  wakeAtMs = Infinity;
+}
 
 /**
  * Shows a short message in the status area (read out by screen readers). An error stays until
@@ -114,7 +151,11 @@ async function detect() {
 function showSignIn(message) {
   started = false;
   stopPolling();
+  clearWake();
+  // Whoever signs in next starts a stream of their own: nothing of this one (its feed, its
+  // cursor) stays in the tab.
   if (ctx.live) ctx.live.stop();
+  ctx.live = null;
   if (current && current.unmount) current.unmount();
   current = null;
   currentKey = '';
@@ -177,7 +218,7 @@ function start(moveFocus) {
 const LIVE_TEXT = {
   connecting: ['Connecting…', 'Opening the event stream.'],
   live: ['Live', 'Changes arrive through the event stream (GET /api/events).'],
-  reconnecting: ['Reconnecting…', 'The event stream was cut; the page refreshes every second until it is back.'],
+  reconnecting: ['Reconnecting…', 'The event stream was cut; the page reconnects by itself and then shows what happened meanwhile.'],
   unavailable: ['Refreshing every second', 'This server has no event stream (GET /api/events answers 404), so the page asks for the shown view every second.'],
   unauthorized: ['Signed out', 'The server refused the token.'],
 };
@@ -191,14 +232,25 @@ function showLiveState(state) {
   if (current && current.onLiveState) current.onLiveState(state);
 }
 
-/** Polls the view every second while the stream is not live, and now and then when it is. */
+/**
+ * Polls the shown view every 750 ms on a server without the stream. With the stream, only what
+ * the stream does not carry is asked for, at the pace the view sets (`pollMs`: a robot's
+ * messages, a webhook's deliveries); while the stream reconnects nothing is, since resuming with
+ * Last-Event-ID brings every change made meanwhile.
+ */
 function startPolling() {
   stopPolling();
   pollTimer = setInterval(() => {
     if (!started || document.visibilityState !== 'visible' || !current) return;
-    const live = ctx.live && ctx.live.state === 'live';
-    const due = live ? SAFETY_POLL_MS : POLL_MS;
-    if (Date.now() - lastRefresh >= due) refreshNow();
+    if (Date.now() - lastTick >= TICK_MS) {
+      lastTick = Date.now();
+      updateAgo(el.view, serverNow().getTime());
+    }
+    const state = ctx.live ? ctx.live.state : 'connecting';
+    let due = null;
+    if (state === 'unavailable') due = POLL_MS;
+    else if (state === 'live' && current.pollMs) due = current.pollMs;
+    if (due !== null && Date.now() - lastRefresh >= due) refreshNow();
   }, 250);
 }
 
@@ -208,18 +260,24 @@ function stopPolling() {
 }
 
 function refreshNow() {
+  if (document.visibilityState !== 'visible') {
+    // A hidden tab asks for nothing; it reads its view when it is shown again.
+    staleWhileHidden = true;
+    return;
+  }
   lastRefresh = Date.now();
   if (current && current.refresh) current.refresh();
 }
 
 let soonTimer = null;
-/** Coalesces bursts of events into one refresh within 150 ms. */
+/** One refresh for a burst of events: 100 ms after the first, and at most one per 400 ms. */
 function refreshSoon() {
   if (soonTimer) return;
+  const wait = Math.max(EVENT_DELAY_MS, lastRefresh + EVENT_GAP_MS - Date.now());
   soonTimer = setTimeout(() => {
     soonTimer = null;
     refreshNow();
-  }, 150);
+  }, wait);
 }
 ctx.refreshSoon = refreshSoon;
 
@@ -259,6 +317,7 @@ function route(moveFocus) {
   const entry = VIEWS[where.view];
   if (current && current.unmount) current.unmount();
   current = null;
+  clearWake();
   currentKey = where.key;
   for (const link of el.nav.querySelectorAll('a[data-view]')) {
     const active = link.dataset.view === (entry ? entry.nav || where.view : '');
@@ -326,7 +385,11 @@ onUnauthorized((problem) => {
 
 window.addEventListener('hashchange', () => route(true));
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible' && started) refreshNow();
+  if (document.visibilityState !== 'visible' || !started) return;
+  const live = ctx.live && ctx.live.state === 'live';
+  // With the stream, a view that missed nothing while hidden need not be read again.
+  if (!live || staleWhileHidden || (current && current.pollMs)) refreshNow();
+  staleWhileHidden = false;
 });
 
 boot();

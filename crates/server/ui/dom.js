@@ -121,6 +121,22 @@ export function ago(iso, now = Date.now()) {
   return relative.format(seconds, 'second');
 }
 
+/**
+ * "3 minutes ago" that stays true: the page rewrites every such text now and then
+ * ([`updateAgo`]) without asking the server.
+ */
+export function agoText(iso, now = Date.now()) {
+  return h('span', { 'data-ago': iso }, ago(iso, now));
+}
+
+/** Rewrites the texts of [`agoText`] under `root`. */
+export function updateAgo(root, now = Date.now()) {
+  for (const el of root.querySelectorAll('[data-ago]')) {
+    const text = ago(el.dataset.ago, now);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
 /** The browser's own zone name. */
 export function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';

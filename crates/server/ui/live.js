@@ -1,7 +1,10 @@
 // The live event stream (events.md): `GET /api/events` as Server-Sent Events, read with fetch
 // because EventSource cannot send the bearer token. It reconnects by itself and resumes with
-// Last-Event-ID, so nothing is missed and nothing comes twice. A server without the route
-// (404) is remembered as such: the page then refreshes its views by polling instead.
+// Last-Event-ID, so nothing is missed and nothing comes twice. Without a cursor the server starts
+// at the next new event; below retention's floor it answers 410, after which the page starts
+// from now and reads its views anew. A server that cuts a consumer too slow for it ends the
+// stream: the page resumes at once. A server without the route (404) is asked again every
+// minute; meanwhile the page refreshes its views by polling.
 
 import { authHeaders, notifyUnauthorized } from './api.js';
 
@@ -11,6 +14,17 @@ const KEEP = 500;
 const SILENCE_MS = 45000;
 /** How often a server without the stream is asked again (it may have been upgraded). */
 const RECHECK_MS = 60000;
+/** The longest wait between two attempts to reconnect. */
+const MAX_DELAY_MS = 15000;
+
+/** Lets go of an answer's body that is not read. */
+async function discard(response) {
+  try {
+    await response.body?.cancel();
+  } catch (_) {
+    // Already closed.
+  }
+}
 
 /** Splits a byte stream of text/event-stream into events (the WHATWG parsing rules). */
 export class SseParser {
@@ -57,7 +71,8 @@ export class Live {
   /**
    * onEvent(event): a CloudEvent arrived. onState(state): 'connecting', 'live', 'reconnecting',
    * 'unavailable' (no such route on this server), 'unauthorized'. onResync(): the stream
-   * (re)started, so whatever happened while it was down must be read again.
+   * started without a cursor (the first time, or after a 410), so what happened before it must
+   * be read again; a stream resumed with Last-Event-ID brings what was missed by itself.
    */
   constructor({ onEvent, onState, onResync }) {
     this.onEvent = onEvent;
@@ -71,6 +86,8 @@ export class Live {
     this.controller = null;
     this.wakeUp = null;
     this.generation = 0;
+    /** How often retention removed events before this page could read them (410). */
+    this.gaps = 0;
   }
 
   start() {
@@ -123,7 +140,10 @@ export class Live {
     while (!this.stopped && generation === this.generation) {
       this.controller = new AbortController();
       const headers = { Accept: 'text/event-stream', ...authHeaders() };
-      if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId;
+      // Without a cursor the server starts at the next new event: what happened before must
+      // then be read anew (onResync), once the stream is open and nothing more can slip by.
+      const resuming = this.lastId !== null;
+      if (resuming) headers['Last-Event-ID'] = this.lastId;
       let response;
       try {
         response = await fetch('/api/events', { headers, signal: this.controller.signal, cache: 'no-store' });
@@ -131,14 +151,15 @@ export class Live {
         if (this.stopped || generation !== this.generation) break;
         this.setState('reconnecting');
         await this.sleep(delay);
-        delay = Math.min(delay * 2, 15000);
+        delay = Math.min(delay * 2, MAX_DELAY_MS);
         continue;
       }
       if (generation !== this.generation) {
-        try { await response.body?.cancel(); } catch (_) { /* already closed */ }
+        await discard(response);
         break;
       }
       if (response.status === 404) {
+        await discard(response);
         this.setState('unavailable');
         await this.sleep(RECHECK_MS);
         continue;
@@ -156,28 +177,32 @@ export class Live {
         continue;
       }
       if (response.status === 410) {
-        // Retention removed events this page had not seen: start from now, read the rest anew.
+        // Retention removed events after the last one this page saw: start from now, and read
+        // the views anew (the events in between are gone from the feed for good).
+        await discard(response);
         this.lastId = null;
-        this.onResync();
+        this.gaps += 1;
         continue;
       }
       const type = response.headers.get('content-type') || '';
       if (!response.ok || !type.startsWith('text/event-stream') || !response.body) {
-        try { await response.body?.cancel(); } catch (_) { /* already closed */ }
+        await discard(response);
         this.setState('reconnecting');
         await this.sleep(delay);
-        delay = Math.min(delay * 2, 15000);
+        delay = Math.min(delay * 2, MAX_DELAY_MS);
         continue;
       }
       this.setState('live');
-      this.onResync();
+      if (!resuming) this.onResync();
       const openedAt = Date.now();
       await this.read(response.body);
       if (this.stopped || generation !== this.generation) break;
-      if (Date.now() - openedAt > 10000) delay = 500;
+      // A stream that ran a while ended for a reason of its own (a restart, a proxy, this page
+      // falling behind): come back at once. One that keeps ending at once is waited for longer.
+      if (Date.now() - openedAt > 10000) delay = 0;
       this.setState('reconnecting');
-      await this.sleep(delay);
-      delay = Math.min(delay * 2, 15000);
+      if (delay) await this.sleep(delay);
+      delay = Math.min(Math.max(delay * 2, 500), MAX_DELAY_MS);
     }
   }
 

@@ -2,7 +2,7 @@
 // paging, error banners, and the plain-words reason a job is where it is.
 
 import { api, ApiError, seg, serverNow } from '../api.js';
-import { h, fill, formatParts, ago, badge } from '../dom.js';
+import { h, fill, formatParts, agoText, badge } from '../dom.js';
 
 /**
  * What the page knows of robots: their records by address (from lists, lookups and events), and
@@ -178,7 +178,8 @@ export function presence(robot) {
 
 /**
  * Why a job is where it is, in plain words: "due, robot offline since 14:02", "no free robot in
- * pool finance". `robot` is the job's robot record when known, `pool` the pool's summary.
+ * pool finance". `robot` is the job's robot record when known, `pool` the pool's summary. A
+ * string, or parts holding a "due in 3 minutes" that the page keeps true.
  */
 export function why(job, { robot, pool } = {}) {
   const now = serverNow();
@@ -186,7 +187,7 @@ export function why(job, { robot, pool } = {}) {
   switch (job.status) {
     case 'Pending': {
       const runAt = new Date(job.run_at);
-      if (runAt > now) return `Waiting for its time: due ${ago(job.run_at, now.getTime())}, at ${shortLocal(job.run_at)}.`;
+      if (runAt > now) return ['Waiting for its time: due ', agoText(job.run_at, now.getTime()), `, at ${shortLocal(job.run_at)}.`];
       if (job.pool && !address) {
         if (pool) {
           if (!pool.robots) return `Due, but pool ${job.pool} has no robots yet: add robots to it.`;
@@ -215,6 +216,14 @@ export function why(job, { robot, pool } = {}) {
       return job.last_error ? `Cancelled: ${job.last_error}` : 'Cancelled before it was sent.';
     default:
       return '';
+  }
+}
+
+/** Asks the page to read its view again when the first of these pending jobs becomes due. */
+export function wakeForDue(jobs, ctx) {
+  const now = serverNow();
+  for (const job of jobs) {
+    if (job.status === 'Pending' && new Date(job.run_at) > now) ctx.wakeAt(job.run_at);
   }
 }
 

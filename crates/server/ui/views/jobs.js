@@ -4,7 +4,7 @@
 import { api, ApiError, query, randomKey, serverNow } from '../api.js';
 import { h, fill, table, cell, syncRows, time, utcText, facts, jsonBlock, uid } from '../dom.js';
 import {
-  refresher, banner, Pager, heading, jobLink, scheduleLink, statusBadge, packageName, target, why, act,
+  refresher, banner, Pager, heading, jobLink, scheduleLink, statusBadge, packageName, target, why, act, wakeForDue,
 } from './common.js';
 
 export const STATUSES = ['Pending', 'Executed', 'Succeeded', 'Failed', 'Cancelled'];
@@ -140,6 +140,7 @@ function list(root, where, ctx) {
     syncRows(grid.tbody, items, (j) => j.id, (job) => row(job, contextOf(job)),
       (job) => JSON.stringify([job, why(job, contextOf(job)), ctx.caps.retry]));
     pager.update(data.next_after, items.length);
+    wakeForDue(items, ctx);
   });
   refresh();
 
@@ -159,7 +160,7 @@ function detail(root, idText, ctx) {
   const actions = h('div', { class: 'view-actions' });
   const reason = h('p', { class: 'callout', 'aria-live': 'polite' });
   const info = h('div', { class: 'panel' });
-  const history = table('History', ['At', 'From', 'To', 'Reason']);
+  const history = table('History', ['At', 'Event', 'From', 'To', 'Reason']);
   const packageBox = h('div');
   const titleId = uid('job-title');
 
@@ -199,7 +200,8 @@ function detail(root, idText, ctx) {
     fill(statusHolder, statusBadge(job.status));
     reason.hidden = false;
     reason.className = `callout callout-${job.status.toLowerCase()}`;
-    reason.textContent = why(job, { robot, pool: job.pool ? pools.get(job.pool) : undefined });
+    fill(reason, why(job, { robot, pool: job.pool ? pools.get(job.pool) : undefined }));
+    wakeForDue([job], ctx);
     if (shownStatus !== job.status || !actions.childElementCount) {
       fill(actions, jobActions(job, ctx, titleId));
       shownStatus = job.status;
@@ -220,8 +222,9 @@ function detail(root, idText, ctx) {
       ['Updated', time(job.updated_at)],
     ]));
     const events = (job.events || []).map((e, index) => ({ ...e, index }));
-    syncRows(history.tbody, events, (e) => e.index, (e) => h('tr', {},
+    syncRows(history.tbody, events, (e) => e.id || `#${e.index}`, (e) => h('tr', {},
       cell('At', time(e.at)),
+      cell('Event', e.type ? h('code', {}, e.type) : '—'),
       cell('From', e.from ? statusBadge(e.from) : h('span', { class: 'muted' }, 'created')),
       cell('To', statusBadge(e.to)),
       cell('Reason', e.reason || '')));

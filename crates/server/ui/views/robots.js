@@ -1,9 +1,9 @@
 // Robots: who is connected, who was, and what each one was sent and said.
 
 import { api, ApiError, seg, query } from '../api.js';
-import { h, fill, table, cell, syncRows, time, ago, facts, jsonBlock, field, setFieldError } from '../dom.js';
+import { h, fill, table, cell, syncRows, time, agoText, facts, jsonBlock, field, setFieldError } from '../dom.js';
 import {
-  refresher, banner, Pager, presence, heading, robotLink, jobLink, statusBadge, packageName, why,
+  refresher, banner, Pager, presence, heading, robotLink, jobLink, statusBadge, packageName, why, wakeForDue,
 } from './common.js';
 
 export function mount(root, where, ctx) {
@@ -46,7 +46,7 @@ function list(root, where, ctx) {
       cell('Name', robot.robot_name || '—'),
       cell('Status', presence(robot)),
       showPools() ? cell('Pools', (robot.pools || []).join(', ') || '—') : null,
-      cell('Last seen', time(robot.last_seen), robot.last_seen ? h('span', { class: 'muted small' }, ` ${ago(robot.last_seen)}`) : null),
+      cell('Last seen', time(robot.last_seen), robot.last_seen ? h('span', { class: 'muted small' }, ' ', agoText(robot.last_seen)) : null),
       cell('Connection', robot.connection_id
         ? h('code', { class: robot.online ? 'small' : 'small muted', title: robot.online ? 'current connection' : 'last connection' }, robot.connection_id)
         : h('span', { class: 'muted' }, '—')));
@@ -76,7 +76,7 @@ function list(root, where, ctx) {
     }
     empty.hidden = items.length > 0;
     grid.el.hidden = items.length === 0;
-    syncRows(grid.tbody, items, (r) => r.robot_address, row, (r) => JSON.stringify([r, r.last_seen ? ago(r.last_seen) : '', showPools()]));
+    syncRows(grid.tbody, items, (r) => r.robot_address, row, (r) => JSON.stringify([r, showPools()]));
     pager.update(data.next_after, items.length);
   });
   refresh();
@@ -133,6 +133,7 @@ function detail(root, address, ctx) {
         cell('Attempts', String(job.attempts)),
         cell('Why', h('span', { class: 'why' }, why(job, { robot })))), (j) => JSON.stringify([j, robot.online, why(j, { robot })]));
       jobsPager.update(jobs.data.next_after);
+      wakeForDue(jobs.data.items, ctx);
       messagesEmpty.hidden = messages.data.items.length > 0;
       messagesGrid.el.hidden = !messages.data.items.length;
       syncRows(messagesGrid.tbody, messages.data.items, (m) => m.id, (message) => h('tr', {},
@@ -152,7 +153,7 @@ function detail(root, address, ctx) {
 
   function renderInfo(r) {
     fill(info, facts([
-      ['Status', [presence(r), r.online ? '' : h('span', { class: 'muted' }, r.last_seen ? ` since ${ago(r.last_seen)}` : ' (never connected)')]],
+      ['Status', [presence(r), r.online ? '' : h('span', { class: 'muted' }, r.last_seen ? [' since ', agoText(r.last_seen)] : ' (never connected)')]],
       ['Name', r.robot_name || '—'],
       ['Address', h('code', {}, r.robot_address)],
       'pools' in r ? ['Pools', (r.pools || []).join(', ') || 'none'] : null,
@@ -169,6 +170,8 @@ function detail(root, address, ctx) {
   return {
     title: `Robot ${address}`,
     refresh,
+    // A robot's messages are not events: with the stream, they are the one thing asked for.
+    pollMs: 5000,
     onEvent(event) {
       const data = event.data || {};
       const mine = event.subject === `robots/${address}`

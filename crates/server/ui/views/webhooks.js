@@ -1,5 +1,6 @@
 // Webhooks (events.md): the receivers events are pushed to; add one (its secret is shown
-// once), enable a disabled one, delete; each one's recent deliveries.
+// once), enable a disabled one, delete; each one's recent deliveries. Deliveries are not events,
+// so a webhook's page asks for them every two seconds while it is shown.
 
 import { api, ApiError, query } from '../api.js';
 import { h, fill, table, cell, syncRows, time, facts, field, setFieldError, badge, uid } from '../dom.js';
@@ -22,6 +23,14 @@ export function mount(root, where, ctx) {
 
 function stateBadge(hook) {
   return hook.active ? badge('active', 'active') : badge('disabled', 'disabled');
+}
+
+/** The state, and for a disabled webhook since when and why. */
+function stateText(hook) {
+  if (hook.active) return stateBadge(hook);
+  return [stateBadge(hook),
+    hook.disabled_at ? h('span', { class: 'muted small' }, ' since ', time(hook.disabled_at)) : null,
+    hook.disabled_reason ? h('div', { class: 'small' }, hook.disabled_reason) : null];
 }
 
 function hookActions(hook, ctx, describedBy) {
@@ -71,7 +80,7 @@ function list(root, ctx) {
       cell('Types', (hook.types || []).join(', ')),
       cell('Format', hook.format || 'cloudevents'),
       cell('Description', hook.description || ''),
-      cell('State', stateBadge(hook)),
+      cell('State', stateText(hook)),
       cell('Created', time(hook.created_at)),
       cell('Actions', h('div', { class: 'row-actions' }, hookActions(hook, ctx, idCell.id))));
   }
@@ -94,10 +103,31 @@ function list(root, ctx) {
   refresh();
   return {
     refresh,
+    // Only disabling is an event: another operator's additions are asked for now and then.
+    pollMs: 10000,
     onEvent(event) {
       if (String(event.type || '').startsWith('webhook.')) ctx.refreshSoon();
     },
   };
+}
+
+/** Copies the text of an input, with the clipboard API where the page may use it. */
+async function copyText(input) {
+  input.focus();
+  input.select();
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(input.value);
+      return true;
+    }
+  } catch (_) {
+    // Refused (no permission): the older way below.
+  }
+  try {
+    return document.execCommand('copy');
+  } catch (_) {
+    return false;
+  }
 }
 
 function addForm(secretBox, after) {
@@ -124,21 +154,38 @@ function addForm(secretBox, after) {
     event.preventDefault();
     for (const el of Object.values(FIELDS)) setFieldError(el, '');
     formError.replaceChildren();
+    const typeList = types.value.split(',').map((t) => t.trim()).filter(Boolean);
     const body = {
       url: url.value.trim(),
-      types: types.value.split(',').map((t) => t.trim()).filter(Boolean),
+      types: typeList,
       description: description.value.trim(),
       format: format.value,
     };
     submit.disabled = true;
     try {
       const { data } = await api('/api/webhooks', { method: 'POST', body });
-      const secret = h('input', { type: 'text', readonly: true, value: data.secret || '', id: uid('secret'), class: 'secret', spellcheck: 'false' });
+      const hintId = uid('secret-hint');
+      const secret = h('input', {
+        type: 'text', readonly: true, value: data.secret || '', id: uid('secret'), class: 'secret',
+        spellcheck: 'false', autocomplete: 'off', 'aria-describedby': hintId,
+      });
+      const copied = h('span', { class: 'muted small', role: 'status' });
+      const copy = h('button', { type: 'button' }, 'Copy');
+      copy.addEventListener('click', async () => {
+        copied.textContent = (await copyText(secret)) ? 'Copied.' : 'Select the secret and copy it (Ctrl+C, or ⌘C).';
+      });
       const dismiss = h('button', { type: 'button' }, 'I have stored it');
-      dismiss.addEventListener('click', () => secretBox.replaceChildren());
-      fill(secretBox, h('section', { class: 'panel callout', 'aria-label': 'New webhook secret' },
-        h('p', {}, h('strong', {}, `Webhook ${data.id} added. `), 'Its secret is shown only now: store it with the receiver, which checks the signature with it.'),
-        h('label', { for: secret.id }, 'Secret'), secret, dismiss));
+      dismiss.addEventListener('click', () => {
+        secretBox.replaceChildren();
+        url.focus();
+      });
+      fill(secretBox, h('section', { class: 'panel callout secret-box', 'aria-label': 'New webhook secret' },
+        h('p', {}, h('strong', {}, `Webhook ${data.id} added. `),
+          'Its secret is shown only now and cannot be shown again: store it with the receiver, which checks each delivery\'s signature with it.'),
+        h('label', { for: secret.id }, 'Secret'),
+        h('div', { class: 'secret-row' }, secret, copy, dismiss),
+        h('p', { class: 'hint', id: hintId }, 'Copy it now (the Copy button, or select it and press Ctrl+C or ⌘C); deleting the webhook and adding it again makes a new one.'),
+        copied));
       secret.focus();
       secret.select();
       url.value = '';
@@ -147,11 +194,20 @@ function addForm(secretBox, after) {
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       const unplaced = [];
+      const byField = new Map();
       for (const problem of error.errors) {
-        const key = String(problem.field).split(/[.[]/)[0];
-        if (FIELDS[key]) setFieldError(FIELDS[key], problem.problem);
-        else unplaced.push(`${problem.field}: ${problem.problem}`);
+        const name = String(problem.field);
+        const key = name.split(/[.[]/)[0];
+        let text = problem.problem;
+        // "types[1]" is the second pattern as sent: name it, the operator typed a list.
+        const index = /^types\[(\d+)\]/.exec(name);
+        if (index && typeList[Number(index[1])] !== undefined) text = `"${typeList[Number(index[1])]}": ${text}`;
+        if (FIELDS[key]) byField.set(key, [...(byField.get(key) || []), text]);
+        else unplaced.push(name ? `${name}: ${text}` : text);
       }
+      for (const [key, texts] of byField) setFieldError(FIELDS[key], texts.join(' '));
+      const first = Object.keys(FIELDS).find((key) => byField.has(key));
+      if (first) FIELDS[first].focus();
       fill(formError, h('p', {}, h('strong', {}, `${error.problem.title || 'Refused'}: `), error.message),
         unplaced.length ? h('ul', {}, unplaced.map((t) => h('li', {}, t))) : null);
     } finally {
@@ -166,14 +222,16 @@ function detail(root, idText, ctx) {
   const titleId = uid('hook-title');
   const actions = h('div', { class: 'view-actions' });
   const info = h('div', { class: 'panel' });
-  const deliveries = table('Deliveries', ['Event', 'Attempt', 'At', 'Result', 'Duration']);
+  const deliveries = table('Deliveries', ['Event', 'Attempt', 'At', 'Outcome', 'Result', 'Duration']);
   const deliveriesEmpty = h('p', { class: 'empty', hidden: true }, 'Nothing delivered yet: deliveries appear when an event of its types happens.');
   const pager = new Pager('Pages of deliveries', () => refresh());
   let shown = null;
   fill(root,
     h('p', { class: 'crumbs' }, h('a', { href: '#/webhooks' }, 'Back to the list'), ' / ', String(idText)),
     h('div', { class: 'view-head' }, h('h1', { id: titleId }, `Webhook ${idText}`), actions),
-    errors.el, info, h('h2', {}, 'Recent deliveries'), deliveries.el, deliveriesEmpty, pager.el);
+    errors.el, info, h('h2', {}, 'Recent deliveries'),
+    h('p', { class: 'muted' }, 'Newest first. Every failed attempt and every skipped event is listed; of the deliveries that succeeded at the first attempt, at most one a second (the server\'s own economy under many events).'),
+    deliveries.el, deliveriesEmpty, pager.el);
 
   const refresh = refresher(async () => {
     try {
@@ -188,21 +246,22 @@ function detail(root, idText, ctx) {
         shown = hook.active;
       }
       fill(info, facts([
-        ['State', stateBadge(hook)],
+        ['State', stateText(hook)],
         ['URL', h('code', { class: 'url' }, hook.url)],
         ['Types', (hook.types || []).join(', ')],
         ['Format', hook.format || 'cloudevents'],
         ['Description', hook.description || '—'],
         ['Created', time(hook.created_at)],
       ]));
-      const items = (list.data.items || []).map((d, index) => ({ ...d, index }));
+      const items = list.data.items || [];
       deliveriesEmpty.hidden = items.length > 0;
       deliveries.el.hidden = !items.length;
-      syncRows(deliveries.tbody, items, (d) => `${d.event_id}-${d.attempt}-${d.index}`, (d) => h('tr', {},
-        cell('Event', String(d.event_id)),
-        cell('Attempt', String(d.attempt)),
+      syncRows(deliveries.tbody, items, (d) => d.id, (d) => h('tr', {},
+        cell('Event', h('a', { href: `#/events?from=${encodeURIComponent(d.event_id)}` }, String(d.event_id))),
+        cell('Attempt', d.attempt ? String(d.attempt) : '—'),
         cell('At', time(d.at)),
-        cell('Result', d.http_status ? badge(`HTTP ${d.http_status}`, d.http_status < 300 ? 'succeeded' : 'failed') : badge(d.error || 'skipped', 'failed')),
+        cell('Outcome', badge(d.outcome || (d.http_status && d.http_status < 300 ? 'delivered' : 'failed'), OUTCOME_KIND[d.outcome] || 'failed')),
+        cell('Result', deliveryResult(d)),
         cell('Duration', d.duration_ms === undefined || d.duration_ms === null ? '—' : `${d.duration_ms} ms`)));
       pager.update(list.data.next_after, items.length);
     } catch (error) {
@@ -214,5 +273,31 @@ function detail(root, idText, ctx) {
     }
   });
   refresh();
-  return { title: `Webhook ${idText}`, refresh };
+  return {
+    title: `Webhook ${idText}`,
+    refresh,
+    pollMs: 2000,
+    onEvent(event) {
+      if (event.subject === `webhooks/${idText}`) ctx.refreshSoon();
+    },
+  };
 }
+
+const OUTCOME_KIND = { delivered: 'succeeded', failed: 'failed', skipped: 'cancelled' };
+
+/** What the receiver answered, or why there was no answer, or why nothing was sent. */
+function deliveryResult(d) {
+  if (d.http_status) return `HTTP ${d.http_status}`;
+  if (d.error) return ERRORS[d.error] || d.error;
+  if (d.outcome === 'skipped') return 'not sent: the webhook was disabled';
+  return '—';
+}
+
+const ERRORS = {
+  timeout: 'no answer within 10 s (timeout)',
+  refused: 'connection refused',
+  dns: 'the name did not resolve (dns)',
+  tls: 'TLS failed',
+  address_not_allowed: 'address not allowed',
+  connection: 'the connection failed',
+};
