@@ -9,7 +9,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Server, Ws, close_code, dump, eventually, http, metadata, next_text, send};
+use common::{Server, Ws, close_code, dump, eventually, http, http_raw, metadata, next_text, send};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -20,10 +20,21 @@ const OTHER: &str = "00000000000B";
 async fn enrol(server: &Server, address: &str, headers: &[(&str, &str)]) -> (i64, String) {
     let body = json!({"description": format!("{address} laptop")}).to_string();
     let path = format!("/api/robots/{address}/credentials");
-    let (status, created) = http(server.addr, "POST", &path, Some(&body), headers).await;
-    assert_eq!(status, 201, "{created}");
-    let token = created["token"].as_str().unwrap().to_owned();
-    (created["id"].as_i64().unwrap(), token)
+    let (status, answer_headers, text) =
+        http_raw(server.addr, "POST", &path, Some(&body), headers).await;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let location = format!(
+        "/api/robots/{}/credentials/{id}",
+        created["robot_address"].as_str().unwrap()
+    );
+    assert_eq!(answer_headers["location"], location.as_str());
+    let (status, shown) = http(server.addr, "GET", &location, None, headers).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["description"], created["description"]);
+    assert!(shown.get("token").is_none(), "{shown}");
+    (id, created["token"].as_str().unwrap().to_owned())
 }
 
 /// Opens a robot connection on `path` (its token in the query, if any) with these extra
@@ -335,8 +346,9 @@ async fn without_an_api_token_only_loopback_clients_manage_credentials() {
 #[tokio::test]
 async fn credential_requests_are_validated() {
     let server = Server::start(&[]);
-    let cases: [(&str, &str, u16); 6] = [
+    let cases: [(&str, &str, u16); 7] = [
         (ROBOT, r#"{"description": 5}"#, 422),
+        (ROBOT, r#"{"token": "rbt_chosen-by-the-client"}"#, 422),
         (ROBOT, "[]", 422),
         (ROBOT, "{", 400),
         ("connect", "{}", 422),

@@ -260,6 +260,20 @@ impl ReadConn<'_> {
             .load(self.conn)?)
     }
 
+    /// Credential `id` of `address`, if it has one.
+    pub fn credential(
+        &mut self,
+        address: &str,
+        id: i64,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        Ok(robot_credentials::table
+            .find(id)
+            .filter(robot_credentials::robot_address.eq(address))
+            .select(CredentialRecord::as_select())
+            .first(self.conn)
+            .optional()?)
+    }
+
     /// The credential whose token hashes to `token_hash`, if it exists (was not revoked).
     pub fn credential_by_hash(
         &mut self,

@@ -59,9 +59,35 @@ fn query_token(uri: &Uri) -> Option<String> {
         .map(|(_, value)| crate::http::percent::decode(value, true))
 }
 
-/// 401 for a robot token that is not valid: unknown, revoked or malformed alike.
-pub(crate) fn invalid_robot_token() -> Response {
-    unauthorized("the robot token is not valid")
+/// Why a robot's upgrade request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RobotRefusal {
+    /// A browser page of another site (403).
+    Origin,
+    /// A token that is not valid: unknown, revoked or malformed alike (401).
+    InvalidToken,
+    /// No token, and `--robot-token` is set (401).
+    NeedsToken,
+    /// No credential, in `--robot-auth enrolled` (401).
+    NeedsCredential,
+}
+
+impl RobotRefusal {
+    pub(crate) fn response(self) -> Response {
+        match self {
+            RobotRefusal::Origin => {
+                forbidden("WebSocket connections from this origin are not allowed")
+            }
+            RobotRefusal::InvalidToken => unauthorized("the robot token is not valid"),
+            RobotRefusal::NeedsToken => {
+                unauthorized("robots need a token: Authorization: Bearer <token> or ?token=<token>")
+            }
+            RobotRefusal::NeedsCredential => unauthorized(
+                "robots need a credential of their own: Authorization: Bearer rbt_... or \
+                 ?token=rbt_...",
+            ),
+        }
+    }
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -125,14 +151,12 @@ impl Access {
         &self,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> Result<RobotToken, Response> {
+    ) -> Result<RobotToken, RobotRefusal> {
         if let Some(origin) = headers.get(header::ORIGIN)
             && !same_origin(origin.as_bytes(), headers)
             && !self.origin_allowed(origin)
         {
-            return Err(forbidden(
-                "WebSocket connections from this origin are not allowed",
-            ));
+            return Err(RobotRefusal::Origin);
         }
         let presented = bearer(headers)
             .map(str::to_owned)
@@ -148,23 +172,18 @@ impl Access {
                 hash: robot_token::hash(&token),
             });
         }
-        Err(invalid_robot_token())
+        Err(RobotRefusal::InvalidToken)
     }
 
     /// Whether `--robot-auth` lets in a connection that presented `token` (a credential's was
     /// found by then).
-    pub(crate) fn admit_robot(&self, token: &RobotToken) -> Result<(), Response> {
+    pub(crate) fn admit_robot(&self, token: &RobotToken) -> Result<(), RobotRefusal> {
         match (self.robot_auth, token) {
             (_, RobotToken::Credential { .. }) => Ok(()),
-            (RobotAuth::Enrolled, _) => Err(unauthorized(
-                "robots need a credential of their own: Authorization: Bearer rbt_... or \
-                 ?token=rbt_...",
-            )),
+            (RobotAuth::Enrolled, _) => Err(RobotRefusal::NeedsCredential),
             (RobotAuth::Open, RobotToken::Shared) => Ok(()),
             (RobotAuth::Open, RobotToken::None) if self.robot_tokens.is_empty() => Ok(()),
-            (RobotAuth::Open, RobotToken::None) => Err(unauthorized(
-                "robots need a token: Authorization: Bearer <token> or ?token=<token>",
-            )),
+            (RobotAuth::Open, RobotToken::None) => Err(RobotRefusal::NeedsToken),
         }
     }
 
@@ -406,8 +425,10 @@ mod tests {
     fn robot(access: &Access, uri: &str, headers: &HeaderMap) -> Result<RobotToken, StatusCode> {
         let token = access
             .check_robot(&uri.parse().unwrap(), headers)
-            .map_err(|r| r.status())?;
-        access.admit_robot(&token).map_err(|r| r.status())?;
+            .map_err(|r| r.response().status())?;
+        access
+            .admit_robot(&token)
+            .map_err(|r| r.response().status())?;
         Ok(token)
     }
 
@@ -478,7 +499,7 @@ mod tests {
         assert_eq!(
             access
                 .check_robot(&"/".parse().unwrap(), &foreign)
-                .map_err(|r| r.status()),
+                .map_err(|r| r.response().status()),
             Err(StatusCode::FORBIDDEN)
         );
         // No Origin header (robots, curl): not a browser, not refused.

@@ -14,7 +14,7 @@ use rpa_validation::{FieldError, FieldErrors};
 use serde_json::Value;
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
+use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::body::{JsonBody, json_body};
@@ -56,6 +56,13 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .then(|segment: String, app: Arc<App>, peer| async move {
             answer(async { list(&app, managed(&app, peer, WHAT)?, &segment).await }.await)
         });
+    let one = warp::path!("api" / "robots" / String / "credentials" / i64)
+        .and(warp::get())
+        .and(with_app(Arc::clone(&app)))
+        .and(peer)
+        .then(|segment: String, id: i64, app: Arc<App>, peer| async move {
+            answer(async { get(&app, managed(&app, peer, WHAT)?, &segment, id).await }.await)
+        });
     let revoke = warp::path!("api" / "robots" / String / "credentials" / i64)
         .and(warp::delete())
         .and(with_app(app))
@@ -63,7 +70,14 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .then(|segment: String, id: i64, app: Arc<App>, peer| async move {
             answer(async { revoke(&app, managed(&app, peer, WHAT)?, &segment, id).await }.await)
         });
-    create.or(list).unify().or(revoke).unify().boxed()
+    create
+        .or(list)
+        .unify()
+        .or(one)
+        .unify()
+        .or(revoke)
+        .unify()
+        .boxed()
 }
 
 /// What the 403 of an open API names.
@@ -101,6 +115,18 @@ fn description(body: &Value) -> Result<String, FieldErrors> {
     let Some(object) = body.as_object() else {
         return Err(FieldError::invalid("", "Must be a JSON object.").into());
     };
+    // Strict: a field this route does not know is a mistake to point out, not to ignore.
+    let unknown: FieldErrors = object
+        .keys()
+        .filter(|key| *key != "description")
+        .map(|key| FieldError::invalid(key.clone(), "Unknown field: only description is taken."))
+        .fold(FieldErrors::new(), |mut errors, error| {
+            errors.push(error);
+            errors
+        });
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     match object.get("description") {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) if text.chars().count() > MAX_DESCRIPTION => {
@@ -168,10 +194,19 @@ async fn create(
         credential.id,
         crate::logging::Untrusted(&credential.robot_address)
     );
-    Ok(json(
+    let location = format!(
+        "/api/robots/{}/credentials/{}",
+        crate::http::percent::encode_segment(&credential.robot_address),
+        credential.id
+    );
+    let mut response = json(
         StatusCode::CREATED,
         &CredentialView::created(credential, token),
-    ))
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
 }
 
 /// The robot's stored address, or 404 when it never registered and was never recorded.
@@ -196,6 +231,21 @@ async fn list(app: &App, _: Managed, segment: &str) -> Result<Response, Problem>
     ))
 }
 
+fn no_credential(address: &str, id: i64) -> Problem {
+    Problem::not_found(format!("robot {address} has no credential {id}"))
+}
+
+async fn get(app: &App, _: Managed, segment: &str, id: i64) -> Result<Response, Problem> {
+    let address = known(app, segment).await?;
+    let key = address.clone();
+    let credential = app
+        .db
+        .read(move |conn| conn.credential(&key, id))
+        .await?
+        .ok_or_else(|| no_credential(&address, id))?;
+    Ok(json(StatusCode::OK, &CredentialView::from(credential)))
+}
+
 async fn revoke(app: &App, _: Managed, segment: &str, id: i64) -> Result<Response, Problem> {
     let address = known(app, segment).await?;
     let now = Utc::now();
@@ -205,9 +255,7 @@ async fn revoke(app: &App, _: Managed, segment: &str, id: i64) -> Result<Respons
         .write(move |tx| tx.revoke_credential(&key, id, now))
         .await?;
     if revoked.is_none() {
-        return Err(Problem::not_found(format!(
-            "robot {address} has no credential {id}"
-        )));
+        return Err(no_credential(&address, id));
     }
     // Other instances hear of it from the database (`NOTIFY` at the commit).
     crate::http::ws::close_revoked(&app.registry, id);

@@ -34,6 +34,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/robots/{address}/jobs"),
     ("POST", "/api/robots/{address}/credentials"),
     ("GET", "/api/robots/{address}/credentials"),
+    ("GET", "/api/robots/{address}/credentials/{id}"),
     ("DELETE", "/api/robots/{address}/credentials/{id}"),
     ("GET", "/api/schedules"),
     ("GET", "/api/schedules/{id}"),

@@ -21,7 +21,7 @@ use warp::Reply as _;
 use warp::reply::Response;
 
 use crate::app::App;
-use crate::http::auth::{RobotToken, invalid_robot_token};
+use crate::http::auth::{RobotRefusal, RobotToken};
 use crate::http::problem::Problem;
 
 /// The robot credential a connection presented on its upgrade.
@@ -59,7 +59,9 @@ pub(crate) async fn authenticate(
     request: &Request<Incoming>,
 ) -> Result<Option<Credential>, Response> {
     let access = &app.config.access;
-    let token = access.check_robot(request.uri(), request.headers())?;
+    let token = access
+        .check_robot(request.uri(), request.headers())
+        .map_err(RobotRefusal::response)?;
     let credential = match &token {
         RobotToken::Credential { hash } => {
             let hash = hash.clone();
@@ -74,12 +76,12 @@ pub(crate) async fn authenticate(
                     address: record.robot_address,
                 }),
                 // Unknown, or revoked: the same answer.
-                None => return Err(invalid_robot_token()),
+                None => return Err(RobotRefusal::InvalidToken.response()),
             }
         }
         RobotToken::None | RobotToken::Shared => None,
     };
-    access.admit_robot(&token)?;
+    access.admit_robot(&token).map_err(RobotRefusal::response)?;
     Ok(credential)
 }
 
