@@ -11,10 +11,10 @@ use chrono_tz::Tz;
 use clap::Parser;
 use rpa_server::config::{
     Access, Database, IpNet, SettingError, format_database, format_duration, format_size,
-    parse_address_range, parse_database, parse_duration, parse_listen, parse_log_level, parse_size,
-    parse_timezone,
+    parse_address_range, parse_database, parse_duration, parse_listen, parse_log_level,
+    parse_robot_auth, parse_size, parse_timezone,
 };
-use rpa_server::{Config, Limits};
+use rpa_server::{Config, Limits, RobotAuth};
 
 /// The defaults of every setting.
 fn defaults() -> &'static Config {
@@ -265,6 +265,13 @@ pub(crate) struct Cli {
     )]
     robot_token: Vec<String>,
 
+    /// Which robots need a credential of their own (POST /api/robots/{address}/credentials):
+    /// open (an address with credentials takes only them; the others register as before, with
+    /// --robot-token when set) or enrolled (every robot; the shared --robot-token registers no
+    /// one; needs --api-token).
+    #[arg(long, env = "SOCKET_SERVER_ROBOT_AUTH", default_value = defaults().access.robot_auth.as_str(), value_parser = parse_robot_auth, value_name = "MODE")]
+    robot_auth: RobotAuth,
+
     /// Browser origins allowed to call the API or open a WebSocket (comma-separated, e.g.
     /// https://studio.example.com). Default: any; requests without an Origin are not browsers.
     #[arg(
@@ -307,6 +314,11 @@ pub(crate) struct Cli {
     /// the robot's oldest.
     #[arg(long, env = "SOCKET_SERVER_MAX_MESSAGES_PER_ROBOT", default_value_t = defaults().limits.max_messages_per_robot, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     max_messages_per_robot: u32,
+
+    /// How long a robot connection may take to send valid metadata after its upgrade; then it
+    /// is closed with 1008.
+    #[arg(long, env = "SOCKET_SERVER_METADATA_TIMEOUT", default_value = shown!(format_duration(defaults().limits.metadata_timeout)), value_parser = positive_duration, value_name = "DURATION")]
+    metadata_timeout: Duration,
 }
 
 /// The zone `TZ` names, read as the C library reads it in the forms containers set: `UTC0`,
@@ -441,6 +453,7 @@ impl Cli {
                 .map(|o| o.trim().trim_end_matches('/').to_owned())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            robot_auth: self.robot_auth,
         };
         let config = Config {
             listen,
@@ -490,6 +503,7 @@ impl Cli {
                         usize::try_from(n).unwrap_or(usize::MAX)
                     }),
                 max_messages_per_robot: self.max_messages_per_robot,
+                metadata_timeout: self.metadata_timeout,
                 ..Limits::default()
             },
             access,

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Server, close_code, dump, eventually, http, http_raw, metadata, next_text, send};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -91,6 +91,36 @@ impl RawSocket {
             }
         }
         None
+    }
+}
+
+impl RawSocket {
+    /// Reads what the server sends until the connection ends: the code of its Close frame, and
+    /// whether the connection then ended cleanly (FIN) rather than by a reset.
+    fn close_and_end(&mut self) -> (Option<u16>, bool) {
+        let mut got = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let clean = loop {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buffer[..n]),
+                Err(_) => break false,
+            }
+        };
+        let mut at = 0;
+        while at + 2 <= got.len() {
+            let opcode = got[at] & 0x0f;
+            let len = usize::from(got[at + 1] & 0x7f);
+            if len >= 126 || at + 2 + len > got.len() {
+                break;
+            }
+            if opcode == 0x8 {
+                let code = (len >= 2).then(|| u16::from_be_bytes([got[at + 2], got[at + 3]]));
+                return (code, clean);
+            }
+            at += 2 + len;
+        }
+        (None, clean)
     }
 }
 
@@ -539,4 +569,135 @@ async fn browsers_from_other_origins_are_refused_when_origins_are_listed() {
     }
     // Robots send no Origin: not browsers, not refused.
     let _ws = server.robot("R", ROBOT).await;
+}
+
+#[tokio::test]
+async fn a_close_is_answered_with_a_close_echoing_its_code_before_the_connection_ends() {
+    let (server, mut bystander) = populated().await;
+    let with_code = |code: u16, reason: &[u8]| {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        payload
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a private code with a reason",
+            with_code(4001, b"bye"),
+            4001,
+        ),
+        ("normal", with_code(1000, b""), 1000),
+        ("going away", with_code(1001, b"shutting down"), 1001),
+        ("IANA-assigned 1014", with_code(1014, b""), 1014),
+        ("no code at all", Vec::new(), 1000),
+        ("below 1000", with_code(999, b""), 1002),
+        ("reserved 1004", with_code(1004, b""), 1002),
+        ("1005 on the wire", with_code(1005, b""), 1002),
+        ("1006 on the wire", with_code(1006, b""), 1002),
+        ("1015 on the wire", with_code(1015, b""), 1002),
+        ("unassigned 2999", with_code(2999, b""), 1002),
+        ("5000 and above", with_code(5000, b""), 1002),
+        (
+            "a reason that is not UTF-8",
+            with_code(1000, &[0xff, 0xfe]),
+            1002,
+        ),
+    ];
+    for (name, payload, expected) in cases {
+        let mut raw = RawSocket::open(&server);
+        raw.text(&metadata("_event", "H", "00000000000F").to_string());
+        raw.frame(0x88, &payload, true);
+        let (code, clean) = raw.close_and_end();
+        assert_eq!(code, Some(expected), "{name}");
+        assert!(clean, "{name}: the connection was reset after the Close");
+        still_serving(&server, &mut bystander, name).await;
+    }
+    // A robot that closes before it registered gets its answer too.
+    let mut raw = RawSocket::open(&server);
+    raw.frame(0x88, &with_code(1000, b""), true);
+    assert_eq!(raw.close_and_end(), (Some(1000), true));
+}
+
+#[tokio::test]
+async fn a_1009_reaches_a_robot_that_goes_on_sending() {
+    let (server, mut bystander) = populated().await;
+    for size in [70_000usize, 1_000_000] {
+        let mut raw = RawSocket::open(&server);
+        raw.text(&metadata("_event", "H", "00000000000F").to_string());
+        // The whole oversized message is on its way, and more behind it, before the server
+        // reads its header: the server must not drop the socket with unread bytes (a reset
+        // would destroy the Close it sent).
+        let mut writer = raw.stream.try_clone().unwrap();
+        let sending = std::thread::spawn(move || {
+            let header = [0x81, 0x80 | 127];
+            let _ = writer.write_all(&header);
+            let _ = writer.write_all(&(size as u64).to_be_bytes());
+            let _ = writer.write_all(&[1, 2, 3, 4]);
+            let _ = writer.write_all(&vec![b'a'; size]);
+        });
+        let (code, clean) = raw.close_and_end();
+        assert_eq!(code, Some(1009), "{size} bytes");
+        assert!(clean, "{size} bytes: the connection was reset");
+        sending.join().unwrap();
+        still_serving(&server, &mut bystander, &format!("after {size}")).await;
+    }
+}
+
+#[tokio::test]
+async fn pings_count_against_the_robots_rate() {
+    let server = Server::start(&["--robot-rate", "5", "--robot-burst", "20"]);
+    let mut ws = server.robot("R", ROBOT).await;
+    let started = std::time::Instant::now();
+    for n in 0u32..200 {
+        if ws
+            .send(Message::Ping(n.to_be_bytes().to_vec().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(15)).await,
+        Some(1008),
+        "a flood of pings is cut off like a flood of messages"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // Pings within the rate are answered and cost nothing.
+    let mut calm = server.robot("S", "00000000000C").await;
+    for n in 0u32..10 {
+        calm.send(Message::Ping(n.to_be_bytes().to_vec().into()))
+            .await
+            .unwrap();
+    }
+    let mut pongs = 0;
+    while pongs < 10 {
+        match tokio::time::timeout(Duration::from_secs(5), calm.next()).await {
+            Ok(Some(Ok(Message::Pong(_)))) => pongs += 1,
+            Ok(Some(Ok(Message::Ping(_)))) => {}
+            other => panic!("after {pongs} pongs: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_valid_metadata_is_closed_after_the_metadata_timeout() {
+    let server = Server::start(&["--metadata-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    let mut silent = server.connect("/").await;
+    let mut declined = server.connect("/").await;
+    send(
+        &mut declined,
+        &json!({"_event": "client robot metaData", "value": {"robotName": "x"}}),
+    )
+    .await;
+    let registered = server.robot("R", ROBOT).await;
+    for ws in [&mut silent, &mut declined] {
+        assert_eq!(close_code(ws, Duration::from_secs(5)).await, Some(1008));
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(1), "closed after {waited:?}");
+    // The robot that registered in time stays.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.wait_online(ROBOT, true).await;
+    drop(registered);
 }

@@ -52,11 +52,47 @@ impl Registry {
 
     /// A new connection, with a fresh id, not yet speaking for any robot.
     pub fn connect(&self) -> Arc<Session> {
-        let session = Arc::new(Session::new(self.queue_capacity));
+        self.connect_with(None)
+    }
+
+    /// A new connection that presented robot credential `credential` (if any) on its upgrade.
+    pub fn connect_with(&self, credential: Option<i64>) -> Arc<Session> {
+        let session = Arc::new(Session::new(self.queue_capacity, credential));
         self.inner()
             .connections
             .insert(session.id(), Arc::clone(&session));
         session
+    }
+
+    /// Asks every connection that presented credential `credential` to close (it was revoked).
+    /// Returns how many there were.
+    pub fn close_credential(&self, credential: i64, code: u16, reason: &str) -> usize {
+        // Revocations are rare: a scan of the live connections is cheaper than an index kept up
+        // on every connection.
+        let holders: Vec<Arc<Session>> = self
+            .inner()
+            .connections
+            .values()
+            .filter(|session| session.credential() == Some(credential))
+            .cloned()
+            .collect();
+        for session in &holders {
+            session.close(code, reason);
+        }
+        holders.len()
+    }
+
+    /// The credentials the live connections presented, each once.
+    pub fn credentials_in_use(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .inner()
+            .connections
+            .values()
+            .filter_map(|session| session.credential())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// The connection's metadata was accepted: it now speaks for `robot.address`. A connection

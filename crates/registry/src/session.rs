@@ -82,6 +82,9 @@ struct State {
 #[derive(Debug)]
 pub struct Session {
     id: ConnectionId,
+    /// The robot credential the connection presented on its upgrade, if any: revoking it
+    /// closes the connection.
+    credential: Option<i64>,
     capacity: usize,
     state: Mutex<State>,
     closed: AtomicBool,
@@ -93,9 +96,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(capacity: usize) -> Session {
+    pub(crate) fn new(capacity: usize, credential: Option<i64>) -> Session {
         Session {
             id: ConnectionId::new(),
+            credential,
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
@@ -112,6 +116,11 @@ impl Session {
 
     pub fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    /// The id of the robot credential the connection presented, if any.
+    pub fn credential(&self) -> Option<i64> {
+        self.credential
     }
 
     /// The robot this connection registered, if its metadata was accepted.

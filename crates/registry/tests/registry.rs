@@ -148,3 +148,22 @@ async fn a_backlog_is_flagged_once_and_wakes_the_connection() {
     assert!(session.take_backlog());
     assert!(!session.take_backlog(), "taken once");
 }
+
+#[test]
+fn revoking_a_credential_closes_the_connections_that_presented_it() {
+    let registry = Registry::new(4);
+    let first = registry.connect_with(Some(7));
+    let second = registry.connect_with(Some(7));
+    let other = registry.connect_with(Some(8));
+    let anonymous = registry.connect();
+    registry.register(&first, robot("A"));
+    assert_eq!(first.credential(), Some(7));
+    assert_eq!(anonymous.credential(), None);
+    assert_eq!(registry.credentials_in_use(), vec![7, 8]);
+    assert_eq!(registry.close_credential(7, 1008, "credential revoked"), 2);
+    assert_eq!(first.close_request().unwrap().code, 1008);
+    assert_eq!(second.close_request().unwrap().code, 1008);
+    assert!(other.close_request().is_none());
+    assert!(anonymous.close_request().is_none());
+    assert_eq!(registry.close_credential(9, 1008, "unknown"), 0);
+}

@@ -359,3 +359,63 @@ async fn sigterm_closes_normally_and_exits_0() {
         vec![json!({"event": "registered", "connection_id": "conn-1"})]
     );
 }
+
+/// The README's "try it" block, as a new user pastes it.
+fn readme_try_it() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let after = &readme[readme.find("To try it").expect("the try-it paragraph")..];
+    let block = &after[after.find("```sh").unwrap() + "```sh".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    block.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn the_readme_try_it_robot_waits_for_a_server_that_starts_later() {
+    let lines = readme_try_it();
+    let position = |prefix: &str| {
+        lines
+            .iter()
+            .position(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in {lines:#?}"))
+    };
+    let server = position("cargo run --release &");
+    let robot = position("cargo run --release -p rpa-robot -- ");
+    let wait = position("until curl -sf localhost:4000/api/robots/");
+    // `-sS`: a refused connection is shown, not hidden.
+    let trigger = position("curl -sS -XPOST localhost:4000/api/jobs");
+    assert!(
+        server < robot && robot < wait && wait < trigger,
+        "{lines:#?}"
+    );
+
+    // The robot, started as written before its server listens, keeps trying until it does.
+    let args: Vec<String> = lines[robot]
+        .trim_start_matches("cargo run --release -p rpa-robot -- ")
+        .trim_end_matches('&')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|arg| arg.replace("127.0.0.1:4000", &format!("127.0.0.1:{port}")))
+        .collect();
+    assert!(args.iter().any(|arg| arg == "--reconnect"), "{args:?}");
+    let mut child = robot_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the robot gave up");
+    let server = FakeServer::start_on(port).await;
+    let mut peer = server.accept().await;
+    let metadata: Value = serde_json::from_str(&peer.recv_text().await).unwrap();
+    assert_eq!(
+        metadata["value"]["robotAddress"], "001AFFDB45C2",
+        "{metadata}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -236,7 +236,7 @@ impl Server {
         let (due_loop, wakeup, heartbeat) =
             DueLoop::new(dispatcher.clone(), SystemClock, DueLoopConfig::default());
         dispatcher.set_wakeup(wakeup);
-        let hand_offs = crate::tasks::instance::listen(db.store(), &dispatcher, &committed)
+        let hand_offs = crate::tasks::instance::listen(&db, &dispatcher, &committed, &registry)
             .map_err(StartError::Database)?;
         let app = Arc::new(App {
             config,

@@ -65,6 +65,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Messages kept per robot; a new one beyond it drops the robot's oldest.
     pub max_messages_per_robot: u32,
+    /// How long a robot connection may go without valid metadata after its upgrade before it
+    /// is closed with 1008.
+    pub metadata_timeout: Duration,
 }
 
 /// File descriptors the default [`Limits::max_connections`] leaves for everything but
@@ -114,6 +117,27 @@ impl Default for Limits {
             max_inflight_body: 64 * 1024 * 1024,
             max_connections: default_max_connections(),
             max_messages_per_robot: 1000,
+            metadata_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which robots must present a credential of their own (docs/SECURITY.md). An address that has
+/// a credential is protected in either mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RobotAuth {
+    /// Addresses without credentials register as before (with `--robot-token` when set).
+    #[default]
+    Open,
+    /// Every robot needs a credential of its own; the shared robot token registers no one.
+    Enrolled,
+}
+
+impl RobotAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RobotAuth::Open => "open",
+            RobotAuth::Enrolled => "enrolled",
         }
     }
 }
@@ -129,6 +153,8 @@ pub struct Access {
     pub robot_tokens: Vec<String>,
     /// Browser origins allowed; none: any origin.
     pub allowed_origins: Vec<String>,
+    /// Which robots need a credential of their own.
+    pub robot_auth: RobotAuth,
 }
 
 /// Everything the server needs to run.
@@ -238,6 +264,11 @@ impl Config {
         }
         check_tokens("--api-token", &self.access.api_tokens)?;
         check_tokens("--robot-token", &self.access.robot_tokens)?;
+        // Credentials are enrolled through the API: an open API would let anyone enrol any
+        // robot and lock the real one out.
+        if self.access.robot_auth == RobotAuth::Enrolled && self.access.api_tokens.is_empty() {
+            return Err(ConfigError::EnrolledWithoutApiToken);
+        }
         if self.max_database_size.is_some() && matches!(self.database, Database::Postgres(_)) {
             return Err(ConfigError::SqliteOnly {
                 setting: "--max-database-size",
@@ -270,6 +301,7 @@ impl Config {
             ("--write-timeout", limits.write_timeout),
             ("--header-timeout", limits.header_timeout),
             ("--body-timeout", limits.body_timeout),
+            ("--metadata-timeout", limits.metadata_timeout),
         ] {
             if duration.is_zero() {
                 return Err(ConfigError::Zero { setting });
@@ -344,6 +376,11 @@ pub enum ConfigError {
     FrameExceedsMessage,
     #[error("--max-inflight-body: must be at least --max-body")]
     InflightBelowBody,
+    #[error(
+        "--robot-auth: enrolled needs --api-token, or anyone could enrol credentials through \
+         the open API"
+    )]
+    EnrolledWithoutApiToken,
     #[error("{setting}: a token must not be empty")]
     EmptyToken { setting: &'static str },
     #[error("{setting}: a token must be printable ASCII without spaces")]
@@ -374,6 +411,7 @@ impl ConfigError {
         match self {
             ConfigError::FrameExceedsMessage => "--max-frame-size",
             ConfigError::InflightBelowBody => "--max-inflight-body",
+            ConfigError::EnrolledWithoutApiToken => "--robot-auth",
             ConfigError::EmptyToken { setting }
             | ConfigError::UnprintableToken { setting }
             | ConfigError::SqliteOnly { setting }
@@ -423,6 +461,18 @@ pub enum SettingError {
     LogLevel { level: String },
     #[error("{text:?} is not an address range (try 10.0.0.0/8 or fc00::/7)")]
     AddressRange { text: String },
+    #[error("{text:?} is not a robot authentication mode (open or enrolled)")]
+    RobotAuth { text: String },
+}
+
+/// Reads a robot authentication mode: `open` or `enrolled`.
+pub fn parse_robot_auth(text: &str) -> Result<RobotAuth, SettingError> {
+    [RobotAuth::Open, RobotAuth::Enrolled]
+        .into_iter()
+        .find(|mode| mode.as_str().eq_ignore_ascii_case(text.trim()))
+        .ok_or_else(|| SettingError::RobotAuth {
+            text: text.to_owned(),
+        })
 }
 
 /// Reads a duration such as `10s`, `250ms`, `2m`, `1h`, `1d`, or a bare number of seconds.
@@ -727,6 +777,28 @@ mod tests {
         assert_eq!(
             check(|c| c.access.api_tokens = vec!["s3cret-~!".into(), "other".into()]),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn enrolled_robots_need_an_api_token() {
+        let refused = check(|c| c.access.robot_auth = RobotAuth::Enrolled).unwrap_err();
+        assert_eq!(refused.setting(), "--robot-auth");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("--robot-auth: enrolled needs --api-token")
+        );
+        assert_eq!(
+            check(|c| {
+                c.access.robot_auth = RobotAuth::Enrolled;
+                c.access.api_tokens = vec!["operator-token".into()];
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            check(|c| c.limits.metadata_timeout = Duration::ZERO).map_err(|e| e.setting()),
+            Err("--metadata-timeout")
         );
     }
 

@@ -9,5 +9,5 @@ pub mod logging;
 mod tasks;
 
 pub use app::{Server, StartError, WebhookSetupError};
-pub use config::{Access, Config, ConfigError, Database, Limits};
+pub use config::{Access, Config, ConfigError, Database, Limits, RobotAuth};
 pub use lock::LockError;

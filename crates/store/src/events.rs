@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::connection::{DbConnection, per_backend};
+use crate::credentials::{CredentialRecord, CredentialSnapshot};
 use crate::schema::{event_stream, events, jobs};
 use crate::time::{Micros, to_micros};
 use crate::{JobRecord, JobStatus, ReadConn, RobotRecord, ScheduleRecord, StoreError, WriteTx};
@@ -58,6 +59,8 @@ pub enum EventType {
     RobotOnline,
     RobotOffline,
     RobotUnreachable,
+    RobotCredentialCreated,
+    RobotCredentialRevoked,
     ScheduleCreated,
     ScheduleDeleted,
     ScheduleSkipped,
@@ -66,7 +69,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 21] = [
         EventType::JobCreated,
         EventType::JobSent,
         EventType::JobAcknowledged,
@@ -81,6 +84,8 @@ impl EventType {
         EventType::RobotOnline,
         EventType::RobotOffline,
         EventType::RobotUnreachable,
+        EventType::RobotCredentialCreated,
+        EventType::RobotCredentialRevoked,
         EventType::ScheduleCreated,
         EventType::ScheduleDeleted,
         EventType::ScheduleSkipped,
@@ -104,6 +109,8 @@ impl EventType {
             EventType::RobotOnline => "robot.online",
             EventType::RobotOffline => "robot.offline",
             EventType::RobotUnreachable => "robot.unreachable",
+            EventType::RobotCredentialCreated => "robot.credential_created",
+            EventType::RobotCredentialRevoked => "robot.credential_revoked",
             EventType::ScheduleCreated => "schedule.created",
             EventType::ScheduleDeleted => "schedule.deleted",
             EventType::ScheduleSkipped => "schedule.skipped",
@@ -314,6 +321,12 @@ pub struct EventRecord {
 pub enum SubjectState {
     Job(Box<JobRecord>),
     Robot(Box<RobotRecord>),
+    /// A robot's credential was created or revoked: the robot, and the credential (never its
+    /// token).
+    Credential {
+        robot: Box<RobotRecord>,
+        credential: Box<CredentialRecord>,
+    },
     Schedule(Box<ScheduleRecord>),
     /// Another kind of subject: its snapshot as JSON (webhooks, and kinds of a newer version).
     Other(Option<serde_json::Value>),
@@ -502,7 +515,7 @@ fn records(conn: &mut DbConnection, rows: Vec<EventRow>) -> Result<Vec<EventReco
                     // Deleted with its job a moment ago: the row went with it.
                     None => SubjectState::Other(None),
                 },
-                None => snapshot(&row.subject, row.data.as_deref())?,
+                None => snapshot(&row.kind, &row.subject, row.data.as_deref())?,
             };
             Ok(EventRecord {
                 id: row.id,
@@ -516,10 +529,19 @@ fn records(conn: &mut DbConnection, rows: Vec<EventRow>) -> Result<Vec<EventReco
         .collect()
 }
 
-fn snapshot(subject: &str, data: Option<&str>) -> Result<SubjectState, StoreError> {
+fn snapshot(kind: &str, subject: &str, data: Option<&str>) -> Result<SubjectState, StoreError> {
     fn parse<T: DeserializeOwned>(data: Option<&str>) -> Result<Option<T>, StoreError> {
         data.map(|text| serde_json::from_str(text).map_err(StoreError::snapshot))
             .transpose()
+    }
+    if kind.starts_with("robot.credential_") {
+        return Ok(match parse::<CredentialSnapshot>(data)? {
+            Some(snapshot) => SubjectState::Credential {
+                robot: Box::new(snapshot.robot),
+                credential: Box::new(snapshot.credential),
+            },
+            None => SubjectState::Other(None),
+        });
     }
     Ok(match subject.split_once('/').map(|(kind, _)| kind) {
         Some("robots") => match parse::<RobotRecord>(data)? {

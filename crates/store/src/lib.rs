@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod connection;
+mod credentials;
 mod error;
 mod events;
 mod idempotency;
@@ -32,6 +33,7 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use writer::Upkeep;
 
+pub use credentials::{Admission, CreateCredential, CredentialRecord, NewCredential};
 pub use error::{Corruption, OpenError, StoreError, UnknownValue, Unreachable};
 pub use events::{EventFilter, EventRecord, EventType, SubjectState, TypePattern};
 pub use idempotency::{Created, Prior};

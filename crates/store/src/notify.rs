@@ -1,8 +1,10 @@
 //! Hand-offs between instances sharing a PostgreSQL database: `LISTEN`/`NOTIFY`.
 //!
-//! Each instance listens on a channel of its own (`rpa_<instance id>`), and on the channel on
+//! Each instance listens on a channel of its own (`rpa_<instance id>`), on the channel on
 //! which every instance announces the events it committed (events.rs), so that its streams
-//! follow the other instances' events at once. An instance that finds a
+//! follow the other instances' events at once, and on the one on which revoked robot
+//! credentials are announced (credentials.rs), so that the instance holding a connection that
+//! used one closes it at once. An instance that finds a
 //! due job whose robot another instance holds (a trigger, a force, a resend, a job whose robot
 //! moved) changes nothing and notifies the holder with the job's id, inside its transaction:
 //! PostgreSQL delivers the notification when, and only if, that transaction commits, so the
@@ -13,7 +15,9 @@
 //! every [`POLL`]: a non-blocking read of the socket's buffer, not a query, and no load on the
 //! database. A lost listener connection is opened again; notifications sent meanwhile are lost,
 //! and the jobs they named are found by the holder's own scheduler at its next read (at most
-//! its look-ahead later), since they are due and its robots' jobs are in its reads.
+//! its look-ahead later), since they are due and its robots' jobs are in its reads; a
+//! [`Notice::Reconnected`] tells the server to look again at what it could have missed
+//! (revoked credentials).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +86,11 @@ pub enum Notice {
     HandedOff(HandedOff),
     /// Some instance committed events up to this id.
     Events(i64),
+    /// Some instance revoked the robot credential with this id.
+    CredentialRevoked(i64),
+    /// The listener lost its connection and has a new one: notifications sent in between are
+    /// lost.
+    Reconnected,
 }
 
 /// The listener thread; stops when dropped or at [`Listener::stop`].
@@ -156,13 +165,15 @@ mod pg {
     use diesel::{Connection, PgConnection};
 
     use super::{HandedOff, Notice, POLL};
+    use crate::credentials::REVOKED_CHANNEL;
     use crate::events::EVENTS_CHANNEL;
     use crate::{StoreError, Unreachable};
 
     pub(super) fn connect(url: &str, channel: &str) -> Result<PgConnection, StoreError> {
         let mut conn = PgConnection::establish(url).map_err(Unreachable::Connect)?;
         conn.batch_execute(&format!(
-            "SET application_name = 'rpa-socket-server listener'; LISTEN \"{}\"; LISTEN {EVENTS_CHANNEL};",
+            "SET application_name = 'rpa-socket-server listener'; LISTEN \"{}\"; \
+             LISTEN {EVENTS_CHANNEL}; LISTEN {REVOKED_CHANNEL};",
             channel.replace('"', "\"\"")
         ))?;
         Ok(conn)
@@ -182,6 +193,12 @@ mod pg {
                     Ok(notification) => {
                         let notice = if notification.channel == EVENTS_CHANNEL {
                             notification.payload.parse().ok().map(Notice::Events)
+                        } else if notification.channel == REVOKED_CHANNEL {
+                            notification
+                                .payload
+                                .parse()
+                                .ok()
+                                .map(Notice::CredentialRevoked)
                         } else {
                             parse(&notification.payload).map(Notice::HandedOff)
                         };
@@ -213,6 +230,7 @@ mod pg {
                     }
                 };
                 log::info!("the database listener is connected again");
+                deliver(Notice::Reconnected);
             }
             std::thread::sleep(POLL);
         }

@@ -21,7 +21,8 @@ pub struct RobotRecord {
     pub user_id: Option<String>,
     pub online: bool,
     pub connection_id: Option<String>,
-    /// 1 for field robots, 2 for the extended protocol.
+    /// 1 for field robots, 2 for the extended protocol; 0 for a robot recorded before its first
+    /// registration, whose times and metadata mean nothing yet.
     pub protocol: i32,
     #[diesel(deserialize_as = Micros)]
     pub first_seen: DateTime<Utc>,
@@ -32,6 +33,21 @@ pub struct RobotRecord {
     /// The server instance that holds its live connection (None when offline).
     #[diesel(column_name = instance_id)]
     pub instance: Option<String>,
+}
+
+/// The `protocol` of a robot that was recorded (an operator enrolled it) and never registered.
+const NEVER_REGISTERED: i32 = 0;
+
+/// The robot's record as it is now.
+pub(crate) fn load_robot(
+    conn: &mut crate::connection::DbConnection,
+    address: &str,
+) -> Result<Option<RobotRecord>, StoreError> {
+    Ok(robots::table
+        .find(address)
+        .select(RobotRecord::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// What a robot's accepted metadata records.
@@ -100,11 +116,14 @@ impl WriteTx<'_> {
         if self.conn.shared() {
             self.take_over(robot, policy)?;
         }
-        let before: Option<(bool, Option<String>)> = robots::table
+        let before: Option<(bool, Option<String>, i32)> = robots::table
             .find(&robot.address)
-            .select((robots::online, robots::connection_id))
+            .select((robots::online, robots::connection_id, robots::protocol))
             .first(self.conn)
             .optional()?;
+        let first_time = before
+            .as_ref()
+            .is_none_or(|(_, _, protocol)| *protocol == NEVER_REGISTERED);
         let at = to_micros(robot.at);
         let registered = Registered {
             name: &robot.name,
@@ -135,7 +154,20 @@ impl WriteTx<'_> {
                 )?;
                 Some("connected")
             }
-            Some((online, connection)) => {
+            Some(_) if first_time => {
+                // Recorded in advance: its first registration is now.
+                diesel::update(robots::table.find(&robot.address))
+                    .set((robots::first_seen.eq(at), &registered))
+                    .execute(self.conn)?;
+                self.robot_event(
+                    EventType::RobotRegistered,
+                    &robot.address,
+                    robot.at,
+                    "first registration",
+                )?;
+                Some("connected")
+            }
+            Some((online, connection, _)) => {
                 diesel::update(robots::table.find(&robot.address))
                     .set(&registered)
                     .execute(self.conn)?;
@@ -149,7 +181,41 @@ impl WriteTx<'_> {
         if let Some(reason) = online_reason {
             self.robot_event(EventType::RobotOnline, &robot.address, robot.at, reason)?;
         }
-        Ok(before.is_none())
+        Ok(first_time)
+    }
+
+    /// Records a robot before it ever connects (offline, `name` as given, its times and
+    /// metadata unset until it registers), so that jobs and credentials can be set up for it in
+    /// advance. A robot that exists is left as it is. Returns true when it was recorded now.
+    pub fn record_robot(
+        &mut self,
+        address: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let exists = robots::table
+            .find(address)
+            .select(robots::address)
+            .first::<String>(self.conn)
+            .optional()?
+            .is_some();
+        if exists {
+            return Ok(false);
+        }
+        let at = to_micros(at);
+        diesel::insert_into(robots::table)
+            .values((
+                robots::address.eq(address),
+                robots::name.eq(name),
+                robots::online.eq(false),
+                robots::protocol.eq(NEVER_REGISTERED),
+                // The columns are not nullable: placeholders until the robot registers.
+                robots::first_seen.eq(at),
+                robots::last_seen.eq(at),
+                robots::metadata.eq("null"),
+            ))
+            .execute(self.conn)?;
+        Ok(true)
     }
 
     /// Records an event of the robot with its state as it is now.

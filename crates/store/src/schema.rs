@@ -87,7 +87,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    robot_credentials (id) {
+        id -> BigInt,
+        robot_address -> Text,
+        description -> Text,
+        token_hash -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(robot_messages -> robots (robot_address));
+diesel::joinable!(robot_credentials -> robots (robot_address));
 diesel::joinable!(jobs -> robots (robot_address));
 diesel::joinable!(events -> jobs (job_id));
 
@@ -195,6 +207,7 @@ diesel::joinable!(schedule_events -> schedules (schedule_id));
 diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
+    robot_credentials,
     jobs,
     events,
     event_stream,

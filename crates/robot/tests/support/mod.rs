@@ -45,6 +45,12 @@ impl FakeServer {
         FakeServer { listener, port }
     }
 
+    /// On a given port of 127.0.0.1 (one a test reserved and let go of).
+    pub async fn start_on(port: u16) -> FakeServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        FakeServer { listener, port }
+    }
+
     /// `ws://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("ws://127.0.0.1:{}{path}", self.port)

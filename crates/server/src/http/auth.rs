@@ -1,15 +1,29 @@
-//! Access control, opt-in: bearer tokens for the API (`--api-token`) and for robots
-//! (`--robot-token`), and browser origins (`--allowed-origins`). Several tokens may be valid at
-//! once, so a token can be replaced without downtime. Tokens are compared in constant time and
-//! never logged.
+//! Access control, opt-in: bearer tokens for the API (`--api-token`) and for robots (the shared
+//! `--robot-token`, and credentials of their own: `--robot-auth`, docs/SECURITY.md), and
+//! browser origins (`--allowed-origins`). Several tokens may be valid at once, so a token can be
+//! replaced without downtime. Tokens are compared in constant time (a credential is looked up by
+//! the hash of what was presented) and never logged.
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use warp::Reply as _;
 use warp::reply::Response;
 
-use crate::config::Access;
+use crate::config::{Access, RobotAuth};
 use crate::http::problem::Problem;
+use crate::http::robot_token;
+
+/// What a robot's upgrade request presented: `Authorization: Bearer`, or else `?token=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RobotToken {
+    None,
+    /// One of the shared `--robot-token`s.
+    Shared,
+    /// A token shaped like a credential's, as its hash: it is still to be looked up.
+    Credential {
+        hash: String,
+    },
+}
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was
 /// right. (The length of the expected token is not a secret worth hiding.)
@@ -43,6 +57,37 @@ fn query_token(uri: &Uri) -> Option<String> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(name, _)| *name == "token")
         .map(|(_, value)| crate::http::percent::decode(value, true))
+}
+
+/// Why a robot's upgrade request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RobotRefusal {
+    /// A browser page of another site (403).
+    Origin,
+    /// A token that is not valid: unknown, revoked or malformed alike (401).
+    InvalidToken,
+    /// No token, and `--robot-token` is set (401).
+    NeedsToken,
+    /// No credential, in `--robot-auth enrolled` (401).
+    NeedsCredential,
+}
+
+impl RobotRefusal {
+    pub(crate) fn response(self) -> Response {
+        match self {
+            RobotRefusal::Origin => {
+                forbidden("WebSocket connections from this origin are not allowed")
+            }
+            RobotRefusal::InvalidToken => unauthorized("the robot token is not valid"),
+            RobotRefusal::NeedsToken => {
+                unauthorized("robots need a token: Authorization: Bearer <token> or ?token=<token>")
+            }
+            RobotRefusal::NeedsCredential => unauthorized(
+                "robots need a credential of their own: Authorization: Bearer rbt_... or \
+                 ?token=rbt_...",
+            ),
+        }
+    }
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -97,29 +142,48 @@ impl Access {
         }
     }
 
-    /// Checks a robot's upgrade request, before the upgrade. A browser page of another site
-    /// must not open a robot's connection (field robots send no `Origin`).
-    pub(crate) fn check_robot(&self, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    /// Checks a robot's upgrade request, before the upgrade: its origin (a browser page of
+    /// another site must not open a robot's connection; field robots send no `Origin`), and
+    /// what token it presented. A token that is neither a shared one nor shaped like a
+    /// credential is refused here; a credential is looked up next, then [`Access::admit_robot`]
+    /// applies the mode.
+    pub(crate) fn check_robot(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<RobotToken, RobotRefusal> {
         if let Some(origin) = headers.get(header::ORIGIN)
             && !same_origin(origin.as_bytes(), headers)
             && !self.origin_allowed(origin)
         {
-            return Some(forbidden(
-                "WebSocket connections from this origin are not allowed",
-            ));
-        }
-        if self.robot_tokens.is_empty() {
-            return None;
+            return Err(RobotRefusal::Origin);
         }
         let presented = bearer(headers)
             .map(str::to_owned)
             .or_else(|| query_token(uri));
-        match presented {
-            Some(token) if any_matches(&self.robot_tokens, &token) => None,
-            Some(_) => Some(unauthorized("the robot token is not valid")),
-            None => Some(unauthorized(
-                "robots need a token: Authorization: Bearer <token> or ?token=<token>",
-            )),
+        let Some(token) = presented else {
+            return Ok(RobotToken::None);
+        };
+        if any_matches(&self.robot_tokens, &token) {
+            return Ok(RobotToken::Shared);
+        }
+        if robot_token::is_shaped(&token) {
+            return Ok(RobotToken::Credential {
+                hash: robot_token::hash(&token),
+            });
+        }
+        Err(RobotRefusal::InvalidToken)
+    }
+
+    /// Whether `--robot-auth` lets in a connection that presented `token` (a credential's was
+    /// found by then).
+    pub(crate) fn admit_robot(&self, token: &RobotToken) -> Result<(), RobotRefusal> {
+        match (self.robot_auth, token) {
+            (_, RobotToken::Credential { .. }) => Ok(()),
+            (RobotAuth::Enrolled, _) => Err(RobotRefusal::NeedsCredential),
+            (RobotAuth::Open, RobotToken::Shared) => Ok(()),
+            (RobotAuth::Open, RobotToken::None) if self.robot_tokens.is_empty() => Ok(()),
+            (RobotAuth::Open, RobotToken::None) => Err(RobotRefusal::NeedsToken),
         }
     }
 
@@ -305,6 +369,7 @@ mod tests {
             api_tokens: vec!["old-secret".into(), "new-secret".into()],
             robot_tokens: vec!["robots".into()],
             allowed_origins: vec!["https://studio.example".into()],
+            robot_auth: RobotAuth::Open,
         }
     }
 
@@ -356,28 +421,70 @@ mod tests {
         );
     }
 
+    /// The token check and the mode together, for requests without a credential.
+    fn robot(access: &Access, uri: &str, headers: &HeaderMap) -> Result<RobotToken, StatusCode> {
+        let token = access
+            .check_robot(&uri.parse().unwrap(), headers)
+            .map_err(|r| r.response().status())?;
+        access
+            .admit_robot(&token)
+            .map_err(|r| r.response().status())?;
+        Ok(token)
+    }
+
     #[test]
     fn robots_may_bring_their_token_in_the_query() {
         let access = access();
         let none = headers(&[]);
-        assert!(access.check_robot(&"/".parse().unwrap(), &none).is_some());
-        assert!(
-            access
-                .check_robot(&"/?token=robots".parse().unwrap(), &none)
-                .is_none()
+        assert_eq!(robot(&access, "/", &none), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            robot(&access, "/?token=robots", &none),
+            Ok(RobotToken::Shared)
         );
-        assert!(
-            access
-                .check_robot(&"/ws?x=1&token=rob%6fts".parse().unwrap(), &none)
-                .is_none()
+        assert_eq!(
+            robot(&access, "/ws?x=1&token=rob%6fts", &none),
+            Ok(RobotToken::Shared)
         );
-        assert!(
-            access
-                .check_robot(&"/?token=nope".parse().unwrap(), &none)
-                .is_some()
+        assert_eq!(
+            robot(&access, "/?token=nope", &none),
+            Err(StatusCode::UNAUTHORIZED)
         );
         let header = headers(&[("authorization", "Bearer robots")]);
-        assert!(access.check_robot(&"/".parse().unwrap(), &header).is_none());
+        assert_eq!(robot(&access, "/", &header), Ok(RobotToken::Shared));
+        // The header wins over the query.
+        assert_eq!(
+            robot(&access, "/?token=nope", &header),
+            Ok(RobotToken::Shared)
+        );
+    }
+
+    #[test]
+    fn credentials_are_looked_up_by_their_hash_and_the_mode_decides_the_rest() {
+        let credential = format!("rbt_{}", "x".repeat(43));
+        let uri = format!("/api/robots/connect?token={credential}");
+        let none = headers(&[]);
+        let expected = RobotToken::Credential {
+            hash: robot_token::hash(&credential),
+        };
+        let open = Access::default();
+        assert_eq!(robot(&open, &uri, &none), Ok(expected.clone()));
+        assert_eq!(robot(&open, "/", &none), Ok(RobotToken::None));
+        // Without --robot-token, a token that is no credential is still refused.
+        assert_eq!(
+            robot(&open, "/?token=whatever", &none),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        let enrolled = Access {
+            robot_auth: RobotAuth::Enrolled,
+            ..access()
+        };
+        assert_eq!(robot(&enrolled, &uri, &none), Ok(expected));
+        assert_eq!(robot(&enrolled, "/", &none), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            robot(&enrolled, "/?token=robots", &none),
+            Err(StatusCode::UNAUTHORIZED),
+            "the shared token registers no one"
+        );
     }
 
     #[test]
@@ -389,10 +496,11 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         let ours = headers(&[("origin", "https://studio.example")]);
         assert!(access.check_api(&Method::GET, &uri, &ours).is_none());
-        assert!(
+        assert_eq!(
             access
                 .check_robot(&"/".parse().unwrap(), &foreign)
-                .is_some()
+                .map_err(|r| r.response().status()),
+            Err(StatusCode::FORBIDDEN)
         );
         // No Origin header (robots, curl): not a browser, not refused.
         assert!(

@@ -181,17 +181,23 @@ async fn handle(
 ) -> Result<warp::reply::Response, Infallible> {
     let access = &app.config.access;
     if crate::http::ws::is_robot_upgrade(&request) {
-        if let Some(refused) = access.check_robot(request.uri(), request.headers()) {
-            if let Some(left_out) = warnings::REFUSED_HANDSHAKES.admit() {
-                log::warn!(
-                    "peer={peer}: robot upgrade refused: {}{left_out}",
-                    refused.status().as_u16()
-                );
+        let credential = match crate::http::ws::authenticate(&app, &request).await {
+            Ok(credential) => credential,
+            Err(refused) => {
+                if let Some(left_out) = warnings::REFUSED_HANDSHAKES.admit() {
+                    log::warn!(
+                        "peer={peer}: robot upgrade on {} refused: {}{left_out}",
+                        Untrusted(&crate::http::ws::logged_target(request.uri())),
+                        refused.status().as_u16()
+                    );
+                }
+                return Ok(refused);
             }
-            return Ok(refused);
-        }
+        };
         // The robot's connection keeps its address's slot for as long as it lives.
-        return Ok(crate::http::ws::upgrade(app, request, peer, slot));
+        return Ok(crate::http::ws::upgrade(
+            app, request, peer, slot, credential,
+        ));
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

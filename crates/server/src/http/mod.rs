@@ -9,6 +9,7 @@ pub(crate) mod metrics;
 pub(crate) mod percent;
 pub(crate) mod problem;
 pub(crate) mod rest;
+pub(crate) mod robot_token;
 pub(crate) mod ui;
 pub(crate) mod views;
 pub(crate) mod ws;

@@ -1,4 +1,5 @@
-//! Percent-decoding of path segments and query values. warp hands both over as written.
+//! Percent-decoding of path segments and query values (warp hands both over as written), and
+//! the encoding of a path segment the server writes (a `Location`).
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, as in query strings). A
 /// malformed escape is kept as written; bytes that are not UTF-8 become U+FFFD.
@@ -27,9 +28,30 @@ pub(crate) fn decode(text: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `text` as one path segment: every byte but the unreserved ones (RFC 3986) escaped.
+pub(crate) fn encode_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, encode_segment};
+
+    #[test]
+    fn a_segment_is_encoded_so_that_it_decodes_back() {
+        assert_eq!(encode_segment("001AFFDB45C2"), "001AFFDB45C2");
+        assert_eq!(encode_segment("a b/c?é"), "a%20b%2Fc%3F%C3%A9");
+        for text in ["free text", "..", "x%y", "ü\n"] {
+            assert_eq!(decode(&encode_segment(text), false), text);
+        }
+    }
 
     #[test]
     fn escapes_plus_and_malformed_input() {

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rpa_store::{
-    DeliveryRecord, EventRecord, JobEventRecord, JobRecord, RobotMessageRecord, RobotRecord,
-    ScheduleEventRecord, ScheduleRecord, SubjectState, WebhookRecord,
+    CredentialRecord, DeliveryRecord, EventRecord, JobEventRecord, JobRecord, RobotMessageRecord,
+    RobotRecord, ScheduleEventRecord, ScheduleRecord, SubjectState, WebhookRecord,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -51,6 +51,42 @@ impl From<RobotRecord> for RobotView {
             first_seen: time(robot.first_seen),
             last_seen: time(robot.last_seen),
             metadata: raw(&robot.metadata),
+        }
+    }
+}
+
+/// A robot credential: never its token, which only the answer that created it holds.
+#[derive(Serialize)]
+pub(crate) struct CredentialView {
+    id: i64,
+    robot_address: String,
+    description: String,
+    created_at: String,
+    last_used_at: Option<String>,
+    /// Only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+impl From<CredentialRecord> for CredentialView {
+    fn from(credential: CredentialRecord) -> Self {
+        CredentialView {
+            id: credential.id,
+            robot_address: credential.robot_address,
+            description: credential.description,
+            created_at: time(credential.created_at),
+            last_used_at: credential.last_used_at.map(time),
+            token: None,
+        }
+    }
+}
+
+impl CredentialView {
+    /// The answer to its creation, the one place its token is shown.
+    pub(crate) fn created(credential: CredentialRecord, token: String) -> CredentialView {
+        CredentialView {
+            token: Some(token),
+            ..CredentialView::from(credential)
         }
     }
 }
@@ -175,6 +211,9 @@ struct EventData {
     robot: Option<RobotView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<ScheduleView>,
+    /// The credential created or revoked (never its token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<CredentialView>,
     /// Another subject's state, as stored (webhooks).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     other: Option<serde_json::Map<String, serde_json::Value>>,
@@ -191,6 +230,7 @@ impl From<EventRecord> for CloudEvent {
             job: None,
             robot: None,
             schedule: None,
+            credential: None,
             other: None,
         };
         match event.state {
@@ -201,6 +241,10 @@ impl From<EventRecord> for CloudEvent {
                 data.job = Some(JobView::from(*job));
             }
             SubjectState::Robot(robot) => data.robot = Some(RobotView::from(*robot)),
+            SubjectState::Credential { robot, credential } => {
+                data.robot = Some(RobotView::from(*robot));
+                data.credential = Some(CredentialView::from(*credential));
+            }
             SubjectState::Schedule(schedule) => {
                 data.schedule = Some(ScheduleView::at(*schedule, event.at));
             }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use rpa_registry::Registry;
 use rpa_store::{DeliveryPolicy, Listener, Notice, Reaped, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::app::{App, delta};
+use crate::db::Db;
 use crate::tasks::committed::Committed;
 use crate::tasks::dispatch::Dispatcher;
 
@@ -58,19 +60,53 @@ pub(crate) fn start(
     Ok(started)
 }
 
-/// Listens for jobs other instances hand to this one, and wakes the scheduler for them, and
-/// for the events they commit, for the stream and the webhooks to follow.
+/// Listens for jobs other instances hand to this one, and wakes the scheduler for them; for
+/// the events they commit, for the stream and the webhooks to follow; and for the robot
+/// credentials any instance revokes, to close this instance's connections that used them.
 pub(crate) fn listen(
-    store: &Store,
+    db: &Db,
     dispatcher: &Dispatcher,
     committed: &Committed,
+    registry: &Arc<Registry>,
 ) -> Result<Option<Listener>, StoreError> {
     let dispatcher = dispatcher.clone();
     let committed = committed.clone();
-    store.listen(move |notice| match notice {
+    let registry = Arc::clone(registry);
+    let recheck_db = db.clone();
+    // The listener calls back on a thread of its own; a look at the database goes to the
+    // runtime.
+    let runtime = tokio::runtime::Handle::current();
+    db.store().listen(move |notice| match notice {
         Notice::HandedOff(handed) => dispatcher.wake(handed.job_id, handed.at),
         Notice::Events(last) => committed.advance(last),
+        Notice::CredentialRevoked(id) => {
+            crate::http::ws::close_revoked(&registry, id);
+        }
+        Notice::Reconnected => {
+            // Revocations announced while the listener was away were not heard: the
+            // credentials in use are looked up instead.
+            let db = recheck_db.clone();
+            let registry = Arc::clone(&registry);
+            runtime.spawn(async move { close_all_revoked(&db, &registry).await });
+        }
     })
+}
+
+/// Closes the connections whose credential no longer exists.
+async fn close_all_revoked(db: &Db, registry: &Registry) {
+    let in_use = registry.credentials_in_use();
+    if in_use.is_empty() {
+        return;
+    }
+    let asked = in_use.clone();
+    match db.read(move |conn| conn.existing_credentials(&asked)).await {
+        Ok(existing) => {
+            for id in in_use.into_iter().filter(|id| !existing.contains(id)) {
+                crate::http::ws::close_revoked(registry, id);
+            }
+        }
+        Err(error) => log::warn!("cannot look for revoked robot credentials: {error}"),
+    }
 }
 
 /// Renews the lease and reaps dead instances, every fifth of the lease, until `stop`. Shared

@@ -58,17 +58,20 @@ async fn events(
     let selection = selection(query)?;
     let limit = query::limit(query, app.config.limits.max_page)?;
     let after = cursor(query.get("after").map(String::as_str), "after")?;
+    // Checked on a page too, where it is not used: a malformed header is an error wherever it
+    // is sent, as the OpenAPI document states.
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                Problem::bad_request("bad_cursor", "Last-Event-ID must be an event id")
+            })
+        })
+        .transpose()?;
+    let last_event_id = cursor(last_event_id, "Last-Event-ID")?;
     if wants_stream(headers) {
         // A reconnecting EventSource sends the last id it received: that one wins.
-        let last_event_id = headers
-            .get("last-event-id")
-            .map(|value| {
-                value.to_str().map_err(|_| {
-                    Problem::bad_request("bad_cursor", "Last-Event-ID must be an event id")
-                })
-            })
-            .transpose()?;
-        let after = cursor(last_event_id, "Last-Event-ID")?.or(after);
+        let after = last_event_id.or(after);
         if let Some(after) = after {
             let floor = app.db.read(|conn| conn.event_floor()).await?;
             if after < floor {

@@ -4,6 +4,7 @@
 
 mod body;
 mod compat;
+mod credentials;
 mod events;
 mod health;
 mod jobs;
@@ -37,6 +38,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(openapi::routes(Arc::clone(&app)))
         .unify()
         .or(robots::routes(Arc::clone(&app)))
+        .unify()
+        .or(credentials::routes(Arc::clone(&app)))
         .unify()
         .or(jobs::routes(Arc::clone(&app)))
         .unify()

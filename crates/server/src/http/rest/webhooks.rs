@@ -47,7 +47,7 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(peer)
         .and(json_body(max_body))
         .then(|app: Arc<App>, peer, body: JsonBody| async move {
-            answer(async { create(&app, managed(&app, peer)?, body?).await }.await)
+            answer(async { create(&app, managed(&app, peer, "webhooks")?, body?).await }.await)
         });
     let list = warp::path!("api" / "webhooks")
         .and(warp::get())
@@ -55,28 +55,28 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(peer)
         .and(warp::query::<Query>())
         .then(|app: Arc<App>, peer, query: Query| async move {
-            answer(async { list(&app, managed(&app, peer)?, &query).await }.await)
+            answer(async { list(&app, managed(&app, peer, "webhooks")?, &query).await }.await)
         });
     let one = warp::path!("api" / "webhooks" / i64)
         .and(warp::get())
         .and(with_app(Arc::clone(&app)))
         .and(peer)
         .then(|id, app: Arc<App>, peer| async move {
-            answer(async { get(&app, managed(&app, peer)?, id).await }.await)
+            answer(async { get(&app, managed(&app, peer, "webhooks")?, id).await }.await)
         });
     let delete = warp::path!("api" / "webhooks" / i64)
         .and(warp::delete())
         .and(with_app(Arc::clone(&app)))
         .and(peer)
         .then(|id, app: Arc<App>, peer| async move {
-            answer(async { delete(&app, managed(&app, peer)?, id).await }.await)
+            answer(async { delete(&app, managed(&app, peer, "webhooks")?, id).await }.await)
         });
     let enable = warp::path!("api" / "webhooks" / i64 / "enable")
         .and(warp::post())
         .and(with_app(Arc::clone(&app)))
         .and(peer)
         .then(|id, app: Arc<App>, peer| async move {
-            answer(async { enable(&app, managed(&app, peer)?, id).await }.await)
+            answer(async { enable(&app, managed(&app, peer, "webhooks")?, id).await }.await)
         });
     let deliveries = warp::path!("api" / "webhooks" / i64 / "deliveries")
         .and(warp::get())
@@ -84,7 +84,10 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .and(peer)
         .and(warp::query::<Query>())
         .then(|id, app: Arc<App>, peer, query: Query| async move {
-            answer(async { deliveries(&app, managed(&app, peer)?, id, &query).await }.await)
+            answer(
+                async { deliveries(&app, managed(&app, peer, "webhooks")?, id, &query).await }
+                    .await,
+            )
         });
     create
         .or(list)
@@ -100,11 +103,12 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// Leave to manage webhooks: a token was required and presented (the listener checked it), or
-/// the client is on this machine.
-struct Managed;
+/// Leave to manage webhooks or robot credentials: a token was required and presented (the
+/// listener checked it), or the client is on this machine.
+pub(super) struct Managed;
 
-fn managed(app: &App, peer: Option<Peer>) -> Result<Managed, Problem> {
+/// Leave to manage `what` (named in the 403).
+pub(super) fn managed(app: &App, peer: Option<Peer>, what: &str) -> Result<Managed, Problem> {
     if !app.config.access.api_tokens.is_empty() {
         return Ok(Managed);
     }
@@ -118,8 +122,10 @@ fn managed(app: &App, peer: Option<Peer>) -> Result<Managed, Problem> {
             StatusCode::FORBIDDEN,
             "forbidden",
             "Forbidden",
-            "without --api-token, webhooks are managed only from the server's own machine \
-             (a loopback client)",
+            format!(
+                "without --api-token, {what} are managed only from the server's own machine \
+                 (a loopback client)"
+            ),
         ))
     }
 }

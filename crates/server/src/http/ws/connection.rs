@@ -13,19 +13,21 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rpa_protocol::{Dialect, RobotAddress};
 use rpa_registry::{CloseRequest, Outbound, Sending, Session};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::Credential;
+use super::closing::{self, Watched};
 use crate::app::App;
 use crate::http::metrics::bump;
 use crate::logging::warnings;
 use crate::tasks::dispatch::Written;
 
-pub(super) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type Socket = WebSocketStream<Watched<TokioIo<Upgraded>>>;
 
 /// Close codes the server sends.
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
@@ -33,6 +35,10 @@ pub(super) const CLOSE_PROTOCOL: u16 = 1002;
 pub(super) const CLOSE_INVALID_DATA: u16 = 1007;
 pub(super) const CLOSE_POLICY: u16 = 1008;
 pub(super) const CLOSE_TOO_BIG: u16 = 1009;
+
+/// How long closing a connection may take: the server's Close written, the robot's answer and
+/// the end of its stream awaited.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What the connection registered as, once its metadata was accepted.
 #[derive(Debug, Clone)]
@@ -74,6 +80,11 @@ pub(super) struct Connection {
     /// Decided by the first valid frame; `_event` until then.
     pub(super) dialect: Option<Dialect>,
     pub(super) robot: Option<Identity>,
+    /// The credential presented on the upgrade, if any: it decides which address the
+    /// connection may register as.
+    pub(super) credential: Option<Credential>,
+    /// Until the robot's metadata is accepted: when the connection is closed without it.
+    metadata_due: Option<Instant>,
     last_inbound: Instant,
     next_ping: Option<Instant>,
     bad_frames: VecDeque<Instant>,
@@ -105,18 +116,29 @@ impl fmt::Display for Tag<'_> {
     }
 }
 
-pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
-    let session = app.registry.connect();
+pub(super) async fn run(
+    app: Arc<App>,
+    ws: Socket,
+    peer: SocketAddr,
+    target: &str,
+    credential: Option<Credential>,
+) {
+    let session = app
+        .registry
+        .connect_with(credential.as_ref().map(|credential| credential.id));
     let _tracked = app.connections.track();
     bump(&app.metrics.connections_opened);
     let opened = Instant::now();
     let rate = Bucket::new(app.config.limits.robot_rate, app.config.limits.robot_burst);
+    let metadata_due = opened + app.config.limits.metadata_timeout;
     let mut connection = Connection {
         app,
         session,
         ws,
         dialect: None,
         robot: None,
+        credential,
+        metadata_due: Some(metadata_due),
         last_inbound: opened,
         next_ping: None,
         bad_frames: VecDeque::new(),
@@ -126,7 +148,20 @@ pub(super) async fn run(app: Arc<App>, ws: Socket, peer: SocketAddr) {
         unconfirmed: Vec::new(),
         next_confirmation: 1,
     };
-    log::info!("{}: connected from {peer}", connection.tag());
+    match &connection.credential {
+        Some(credential) => log::info!(
+            "{}: connected from {peer} on {} with credential {} of {}",
+            connection.tag(),
+            crate::logging::Untrusted(target),
+            credential.id,
+            crate::logging::Untrusted(&credential.address)
+        ),
+        None => log::info!(
+            "{}: connected from {peer} on {}",
+            connection.tag(),
+            crate::logging::Untrusted(target)
+        ),
+    }
     let end = connection.serve().await;
     connection.finish(end, opened.elapsed()).await;
 }
@@ -151,7 +186,10 @@ impl Connection {
                 return end;
             }
             let silent_at = self.last_inbound + dead_after;
-            let deadline = self.next_ping.map_or(silent_at, |ping| ping.min(silent_at));
+            let deadline = [self.next_ping, self.metadata_due]
+                .into_iter()
+                .flatten()
+                .fold(silent_at, Instant::min);
             // Over its rate, the robot is not read until it may send again: TCP slows it down
             // and nothing it sent is lost. Kept up for long, it is disconnected.
             let throttled = self.rate.wait();
@@ -177,6 +215,9 @@ impl Connection {
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
+                    if self.metadata_due.is_some_and(|due| now >= due) {
+                        return self.no_metadata().await;
+                    }
                     if now >= silent_at {
                         return End::Silent;
                     }
@@ -192,9 +233,9 @@ impl Connection {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
-        if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            self.rate.take();
-        }
+        // Every frame counts against the rate, control frames too: a flood of pings costs the
+        // server as much as one of messages.
+        self.rate.take();
         match message {
             Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(_) => self.bad_frame(rpa_protocol::FrameError::Binary, "").await,
@@ -204,11 +245,44 @@ impl Connection {
                 Ok(())
             }
             Message::Ping(_) | Message::Frame(_) => Ok(()),
-            Message::Close(frame) => Err(End::Peer(match frame {
-                Some(frame) => format!("code {}", u16::from(frame.code)),
-                None => "no code".to_owned(),
-            })),
+            Message::Close(_) => Err(self.answer_close().await),
         }
+    }
+
+    /// The robot sent a Close: it is answered (its code echoed, 1000 for none, 1002 for one
+    /// that may not be sent) and the connection ends.
+    async fn answer_close(&mut self) -> End {
+        let received = self.ws.get_ref().peer_close();
+        let code = received.map_or(closing::NORMAL, closing::PeerClose::answer);
+        closing::answer(self.ws.get_mut(), code, Instant::now() + CLOSE_WAIT).await;
+        End::Peer(match received.and_then(|close| close.code) {
+            Some(received) if received == code => format!("code {received}"),
+            Some(received) => format!("code {received}, which may not be sent: answered {code}"),
+            None => "no code".to_owned(),
+        })
+    }
+
+    /// No valid metadata arrived within `--metadata-timeout` of the upgrade.
+    async fn no_metadata(&mut self) -> End {
+        let limit = self.app.config.limits.metadata_timeout;
+        if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+            log::warn!(
+                "{}: no valid metadata within {} s of the upgrade: closing{left_out}",
+                self.tag(),
+                limit.as_secs_f64()
+            );
+        }
+        self.close(CloseRequest {
+            code: CLOSE_POLICY,
+            reason: "no valid metadata".to_owned(),
+        })
+        .await
+    }
+
+    /// The robot's metadata was accepted: no more deadline for it.
+    pub(super) fn registered(&mut self, identity: Identity) {
+        self.robot = Some(identity);
+        self.metadata_due = None;
     }
 
     /// Tracks how long the robot has been over its rate; past [`SUSTAINED_ABUSE`] it is closed
@@ -283,7 +357,7 @@ impl Connection {
                         self.tag()
                     );
                 }
-                self.close(CloseRequest {
+                self.close_broken(CloseRequest {
                     code: CLOSE_TOO_BIG,
                     reason: "message too big".to_owned(),
                 })
@@ -304,12 +378,26 @@ impl Connection {
                         self.tag()
                     );
                 }
-                self.close(CloseRequest {
+                self.close_broken(CloseRequest {
                     code: CLOSE_PROTOCOL,
                     reason: "protocol error".to_owned(),
                 })
                 .await
             }
+            // tungstenite reports a Close whose reason is not UTF-8 as it reports such a text
+            // frame; the Close was seen on its way in. It is a malformed Close: 1002, and the
+            // robot, having sent its Close, sends no other.
+            WsError::Utf8(_) if self.ws.get_ref().peer_close().is_some() => {
+                if let Some(left_out) = warnings::BAD_FRAMES.admit() {
+                    log::warn!("{}: close reason is not UTF-8{left_out}", self.tag());
+                }
+                self.close_broken(CloseRequest {
+                    code: CLOSE_PROTOCOL,
+                    reason: "close reason is not UTF-8".to_owned(),
+                })
+                .await
+            }
+            // RFC 6455 §8.1: not a bad frame, the connection fails.
             WsError::Utf8(_) => {
                 if let Some(left_out) = warnings::BAD_FRAMES.admit() {
                     log::warn!("{}: text frame is not UTF-8{left_out}", self.tag());
@@ -404,18 +492,35 @@ impl Connection {
         }
     }
 
-    /// Sends a close frame and waits briefly for the robot's answer.
-    async fn close(&mut self, request: CloseRequest) -> End {
+    /// Sends a Close frame, reads the robot's frames until its answering Close, and ends the
+    /// connection without a reset ([`closing::finish`]), all within [`CLOSE_WAIT`].
+    pub(super) async fn close(&mut self, request: CloseRequest) -> End {
+        self.close_with(request, true).await
+    }
+
+    /// As [`Connection::close`], after a read error that leaves the robot's stream unreadable
+    /// as frames (the rest of a message too big, a protocol violation): its bytes are only
+    /// drained.
+    async fn close_broken(&mut self, request: CloseRequest) -> End {
+        self.close_with(request, false).await
+    }
+
+    async fn close_with(&mut self, request: CloseRequest, read_answer: bool) -> End {
+        let deadline = Instant::now() + CLOSE_WAIT;
         let frame = CloseFrame {
             code: CloseCode::from(request.code),
             reason: request.reason.clone().into(),
         };
-        let closing = async {
-            if self.ws.close(Some(frame)).await.is_ok() {
-                while let Some(Ok(_)) = self.ws.next().await {}
+        let sent = timeout_at(deadline, self.ws.close(Some(frame))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            if read_answer {
+                let _ = timeout_at(deadline, async {
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                })
+                .await;
             }
-        };
-        let _ = timeout(Duration::from_secs(2), closing).await;
+            closing::finish(self.ws.get_mut(), deadline).await;
+        }
         End::Closed(request)
     }
 

@@ -1,11 +1,12 @@
 //! What the server does with each frame a robot sends (protocol.md, "Robot -> server").
 
 use chrono::Utc;
+use rpa_protocol::RobotAddress;
 use rpa_protocol::{
     FrameError, JobReport, Metadata, ProtocolLevel, RobotMessage, ServerMessage, parse_robot_frame,
 };
-use rpa_registry::Robot;
-use rpa_store::{AckOutcome, DeclineOutcome, ReportOutcome, RobotRegistration};
+use rpa_registry::{CloseRequest, Robot};
+use rpa_store::{AckOutcome, Admission, DeclineOutcome, ReportOutcome, RobotRegistration};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{CLOSE_POLICY, Connection, End, Identity};
@@ -100,14 +101,36 @@ impl Connection {
             at: Utc::now(),
         };
         let policy = *self.app.dispatcher.policy();
-        // The robot is reported online only once that is on disk.
-        let first_time = match self
+        let credential = self.credential.as_ref().map(|credential| credential.id);
+        let sent = value.to_string();
+        let keep = self.app.config.limits.max_messages_per_robot;
+        // Whether the connection may speak for the address is decided in the registration's
+        // own transaction, from the credentials as they are then. The robot is reported online
+        // only once that is on disk.
+        let admitted = self
             .app
             .db
-            .write(move |tx| tx.register_robot(&registration, &policy))
-            .await
-        {
-            Ok(first_time) => first_time,
+            .write(move |tx| {
+                match tx.admit_robot(&registration.address, credential, registration.at)? {
+                    Admission::Admitted => tx.register_robot(&registration, &policy).map(Ok),
+                    Admission::OtherAddress { bound } => {
+                        // The attempt stays on the record of the robot whose credential it was.
+                        tx.insert_robot_message(
+                            &bound,
+                            &registration.connection_id,
+                            registration.at,
+                            &sent,
+                        )?;
+                        tx.trim_robot_messages(&bound, keep)?;
+                        Ok(Err(Admission::OtherAddress { bound }))
+                    }
+                    refused => Ok(Err(refused)),
+                }
+            })
+            .await;
+        let first_time = match admitted {
+            Ok(Ok(first_time)) => first_time,
+            Ok(Err(refused)) => return Err(self.refuse_address(&address, refused).await),
             Err(error) => {
                 log::error!(
                     "{}: cannot record the robot's registration: {error}",
@@ -125,7 +148,7 @@ impl Connection {
                 extended,
             },
         );
-        self.robot = Some(Identity {
+        self.registered(Identity {
             address: address.clone(),
             extended,
         });
@@ -184,6 +207,42 @@ impl Connection {
             )
             .await;
         Ok(())
+    }
+
+    /// The connection may not speak for `address` (docs/SECURITY.md): its metadata is
+    /// declined and the connection closed with 1008. A robot registered elsewhere as that
+    /// address keeps its connection.
+    async fn refuse_address(&mut self, address: &RobotAddress, refused: Admission) -> End {
+        bump(&self.app.metrics.metadata_declined);
+        let why = match &refused {
+            Admission::Protected => {
+                "the address is protected by a credential and the connection presented none of its"
+                    .to_owned()
+            }
+            Admission::Revoked => "the connection's credential was revoked".to_owned(),
+            Admission::OtherAddress { bound } => {
+                format!(
+                    "the connection's credential is bound to {}",
+                    Untrusted(bound)
+                )
+            }
+            Admission::Admitted => "admitted".to_owned(),
+        };
+        if let Some(left_out) = warnings::REFUSED_HANDSHAKES.admit() {
+            log::warn!(
+                "{}: metadata naming {} declined: {why}{left_out}",
+                self.tag(),
+                Untrusted(address.as_str())
+            );
+        }
+        if let Err(end) = self.decline_metadata().await {
+            return end;
+        }
+        self.close(CloseRequest {
+            code: CLOSE_POLICY,
+            reason: "not allowed to register as this address".to_owned(),
+        })
+        .await
     }
 
     async fn decline_metadata(&mut self) -> Result<(), End> {

@@ -1,6 +1,7 @@
 //! The robot WebSocket: the upgrade (done on hyper directly, with small buffers) and one task
 //! per connection.
 
+mod closing;
 mod connection;
 mod frames;
 
@@ -20,7 +21,16 @@ use warp::Reply as _;
 use warp::reply::Response;
 
 use crate::app::App;
+use crate::http::auth::{RobotRefusal, RobotToken};
 use crate::http::problem::Problem;
+
+/// The robot credential a connection presented on its upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Credential {
+    pub(crate) id: i64,
+    /// The address it is bound to (normalised, as stored).
+    pub(crate) address: String,
+}
 
 /// The paths robots connect on: `/` and `/ws`, and the path the deployed robots use behind
 /// their gateway.
@@ -40,12 +50,77 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
     })
 }
 
+/// Decides, before the upgrade, whether a robot's request may connect (docs/SECURITY.md): its
+/// origin, its token, and `--robot-auth`. A credential is looked up by the hash of its token,
+/// on every upgrade, so a revoked one is refused at once. `Ok` holds the credential presented,
+/// if any; `Err` the answer to give instead (401, 403, or 503 when the database cannot say).
+pub(crate) async fn authenticate(
+    app: &App,
+    request: &Request<Incoming>,
+) -> Result<Option<Credential>, Response> {
+    let access = &app.config.access;
+    let token = access
+        .check_robot(request.uri(), request.headers())
+        .map_err(RobotRefusal::response)?;
+    let credential = match &token {
+        RobotToken::Credential { hash } => {
+            let hash = hash.clone();
+            let found = app
+                .db
+                .read(move |conn| conn.credential_by_hash(&hash))
+                .await
+                .map_err(|error| Problem::from(error).into_response())?;
+            match found {
+                Some(record) => Some(Credential {
+                    id: record.id,
+                    address: record.robot_address,
+                }),
+                // Unknown, or revoked: the same answer.
+                None => return Err(RobotRefusal::InvalidToken.response()),
+            }
+        }
+        RobotToken::None | RobotToken::Shared => None,
+    };
+    access.admit_robot(&token).map_err(RobotRefusal::response)?;
+    Ok(credential)
+}
+
+/// Closes, with 1008, this instance's connections that presented robot credential `id`: it
+/// was revoked (here, or by another instance sharing the database).
+pub(crate) fn close_revoked(registry: &rpa_registry::Registry, id: i64) {
+    let closed = registry.close_credential(id, connection::CLOSE_POLICY, "credential revoked");
+    if closed > 0 {
+        log::info!("robot credential {id} revoked: closing its {closed} connection(s)");
+    }
+}
+
+/// The request's path and query for a log line (to be quoted as [`Untrusted`]), the value of
+/// any `token` parameter cut out: robots that cannot set a header bring their credential in the
+/// query.
+pub(crate) fn logged_target(uri: &hyper::Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if crate::http::percent::decode(name, true) == "token" => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
 /// Answers the upgrade request and, on success, starts the connection's task.
 pub(crate) fn upgrade(
     app: Arc<App>,
     mut request: Request<Incoming>,
     peer: SocketAddr,
     slot: Arc<crate::http::limits::Slot>,
+    credential: Option<Credential>,
 ) -> Response {
     if request.method() != Method::GET {
         let mut response = Problem::new(
@@ -89,17 +164,18 @@ pub(crate) fn upgrade(
     let accept = derive_accept_key(key.as_bytes());
 
     let config = websocket_config(&app.config.limits);
+    let target = logged_target(request.uri());
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    closing::Watched::new(TokioIo::new(upgraded)),
                     Role::Server,
                     Some(config),
                 )
                 .await;
-                connection::run(app, ws, peer).await;
+                connection::run(app, ws, peer, &target, credential).await;
                 drop(slot);
             }
             Err(error) => {
@@ -131,4 +207,21 @@ fn websocket_config(limits: &crate::config::Limits) -> WebSocketConfig {
         .max_write_buffer_size(limits.write_buffer)
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_cut_from_logged_targets() {
+        let target = |uri: &str| logged_target(&uri.parse().unwrap());
+        assert_eq!(
+            target("/api/robots/connect?token=rbt_secret"),
+            "/api/robots/connect?token=***"
+        );
+        assert_eq!(target("/?a=1&%74oken=s&b=2"), "/?a=1&%74oken=***&b=2");
+        assert_eq!(target("/ws"), "/ws");
+        assert!(!target("/?x=1&token=rbt_abc&token=rbt_def").contains("rbt_"));
+    }
 }

@@ -19,6 +19,10 @@ pub(super) fn summary(event: &EventRecord) -> String {
             job.status.as_str()
         ),
         SubjectState::Robot(robot) => format!("robot {} ({})", robot.name, robot.address),
+        SubjectState::Credential { robot, credential } => format!(
+            "credential {} ({}) of robot {} ({})",
+            credential.id, credential.description, robot.name, robot.address
+        ),
         SubjectState::Schedule(schedule) => format!(
             "schedule {} ({} on {})",
             schedule.id, schedule.package_name, schedule.robot_name
