@@ -1,6 +1,7 @@
 //! The server's `GET /metrics` (Prometheus text format), read into a map of series.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use rpa_testkit::HttpClient;
@@ -79,6 +80,19 @@ pub fn histogram_quantile(before: &Metrics, after: &Metrics, name: &str, q: f64)
         .iter()
         .find(|(_, cumulative)| *cumulative >= wanted - 1e-9)
         .map(|(bound, _)| *bound)
+}
+
+/// How long the server serves its counts of robots and of jobs by status again before it counts
+/// anew (docs/SECURITY.md: `GET /metrics` counts at most once every 5 s).
+pub const COUNTS_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The metrics with counts made after `last_fetch`, the moment just after this client's last
+/// scrape: waits until any counts served then have expired, so that a run shorter than
+/// [`COUNTS_FRESH_FOR`] is not judged by the counts from before it.
+pub async fn fetch_counted_after(client: &mut HttpClient, last_fetch: Instant) -> Result<Metrics> {
+    let fresh_at = last_fetch + COUNTS_FRESH_FOR + Duration::from_millis(100);
+    tokio::time::sleep_until(fresh_at.into()).await;
+    fetch(client).await
 }
 
 pub async fn fetch(client: &mut HttpClient) -> Result<Metrics> {

@@ -46,6 +46,9 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
             |m| m.robots_connected() >= before.robots_connected() + robots_count as u64,
         )
         .await?;
+        // No scrape from here to the end of the run: the counts judged at the end are fresh
+        // once COUNTS_FRESH_FOR has passed since this moment.
+        let last_scrape = Instant::now();
         let sink = if args.webhook {
             let sink = super::webhook_sink::Sink::start().await?;
             sink.subscribe(&mut http).await?;
@@ -142,7 +145,7 @@ pub(super) async fn run(args: &P3Args) -> Result<Report> {
             report.note(format!("{n}× {sample}"));
         }
         // Every 201 is a committed job: the server must count them all as Pending.
-        let after = metrics::fetch(&mut http).await?;
+        let after = metrics::fetch_counted_after(&mut http, last_scrape).await?;
         let stored = after.jobs("Pending").saturating_sub(before.jobs("Pending"));
         report.figure("Pending jobs added (server count)", stored, "count");
         if stored < created {
