@@ -20,10 +20,13 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A port nothing listens on (for a moment: long enough for these tests).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// `N` distinct ports nothing listens on (for a moment: long enough for these tests). Drawn
+/// together, all bound at once: drawn one by one, a port given back could be drawn again, and a
+/// port meant to stay closed would then be a server's.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|listener| listener.local_addr().unwrap().port())
 }
 
 /// A server process in a temporary folder, killed when dropped.
@@ -92,11 +95,12 @@ fn healthcheck(args: &[&str], environment: &[(&str, &str)]) -> Option<i32> {
 #[test]
 fn the_server_is_found_by_its_listen_argument() {
     let _turn = one_at_a_time();
-    let closed = free_port().to_string();
+    let [closed, first, second] = free_ports();
+    let closed = closed.to_string();
     // The check's own PORT names a port nothing listens on: only the server's setting helps.
     let own = [("PORT", closed.as_str())];
-    for form in ["--listen {}", "--listen={}"] {
-        let listen = format!("127.0.0.1:{}", free_port());
+    for (form, port) in [("--listen {}", first), ("--listen={}", second)] {
+        let listen = format!("127.0.0.1:{port}");
         let line = form.replace("{}", &listen);
         let args: Vec<&str> = line.split(' ').collect();
         let _server = start(&args, &[]);
@@ -111,10 +115,11 @@ fn the_server_is_found_by_its_listen_argument() {
 #[test]
 fn the_server_is_found_by_its_environment_in_the_servers_order() {
     let _turn = one_at_a_time();
-    let closed = free_port().to_string();
+    let [closed, first, second, third] = free_ports();
+    let closed = closed.to_string();
     let own = [("PORT", closed.as_str())];
 
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{first}");
     let server = start(&[], &[("SOCKET_SERVER_LISTEN", &listen), ("PORT", &closed)]);
     assert_eq!(
         healthcheck(&[], &own),
@@ -123,12 +128,12 @@ fn the_server_is_found_by_its_environment_in_the_servers_order() {
     );
     drop(server);
 
-    let port = free_port().to_string();
+    let port = second.to_string();
     let server = start(&[], &[("PORT", &port)]);
     assert_eq!(healthcheck(&[], &own), Some(0), "PORT alone");
     drop(server);
 
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{third}");
     let elsewhere = format!("127.0.0.1:{closed}");
     let _server = start(
         &["--listen", &listen],
@@ -144,9 +149,10 @@ fn the_server_is_found_by_its_environment_in_the_servers_order() {
 #[test]
 fn the_checks_own_listen_argument_wins() {
     let _turn = one_at_a_time();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let [open, closed] = free_ports();
+    let listen = format!("127.0.0.1:{open}");
     let _server = start(&["--listen", &listen], &[]);
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{closed}");
     assert_eq!(healthcheck(&["--listen", &closed], &[]), Some(1));
     assert_eq!(healthcheck(&["--listen", &listen], &[]), Some(0));
 }
@@ -154,12 +160,13 @@ fn the_checks_own_listen_argument_wins() {
 #[test]
 fn without_one_server_in_sight_the_check_uses_its_own_settings() {
     let _turn = one_at_a_time();
-    let closed = free_port().to_string();
+    let [closed, first, second] = free_ports();
+    let closed = closed.to_string();
     assert_eq!(healthcheck(&[], &[("PORT", &closed)]), Some(1), "no server");
 
     // Two servers: neither is the check's, which then goes by its own environment.
-    let first = format!("127.0.0.1:{}", free_port());
-    let second = format!("127.0.0.1:{}", free_port());
+    let first = format!("127.0.0.1:{first}");
+    let second = format!("127.0.0.1:{second}");
     let _first = start(&["--listen", &first], &[]);
     let _second = start(&["--listen", &second], &[]);
     assert_eq!(healthcheck(&[], &[("PORT", &closed)]), Some(1));
