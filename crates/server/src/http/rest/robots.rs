@@ -161,10 +161,10 @@ async fn put(app: &App, segment: &str, body: JsonBody) -> Result<Response, Probl
         crate::http::percent::encode_segment(&robot.address)
     );
     let mut response = json(status, &RobotView::from(*robot));
-    if status == StatusCode::CREATED {
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(value) = HeaderValue::from_str(&location)
+    {
+        response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
 }
