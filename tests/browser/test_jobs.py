@@ -73,8 +73,14 @@ def test_a_refused_action_shows_the_servers_problem(server, start_robot, open_pa
     job = server.trigger("00AA00000001", "PC-1", "twice", {"date": TOMORROW, "time": "09:00"})["id"]
     page = open_page(server, f"#/jobs/{job}")
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()
-    # Someone else cancels it first: the page's Cancel is then refused with 409.
-    server.post(f"/api/jobs/{job}/cancel")
+    # Someone else cancels it first, just before the page's request arrives (deterministically:
+    # cancelled earlier, the live update could take the button away before the click): the
+    # page's Cancel is then refused with 409.
+    def someone_else_first(route):
+        server.post(f"/api/jobs/{job}/cancel")
+        route.continue_()
+
+    page.route(f"**/api/jobs/{job}/cancel", someone_else_first)
     page.get_by_role("button", name="Cancel").click()
     alert = page.get_by_role("alert").filter(has_text="Refused")
     expect(alert).to_contain_text(f"job {job} is Cancelled: only a Pending job can be cancelled")
@@ -176,4 +182,26 @@ def test_retry_appears_only_where_the_server_has_it(server, start_robot, open_pa
         return
     page.get_by_role("button", name="Retry").click()
     expect(page).not_to_have_url(re.compile(rf"#/jobs/{job}$"))
-    expect(page.get_by_text("Retry of")).to_be_visible()
+    expect(page.get_by_text("Retry of", exact=True)).to_be_visible()
+    retried = int(page.url.rsplit("/", 1)[1])
+    assert server.get(f"/api/jobs/{retried}")["retry_of"] == job
+    expect(page.get_by_role("heading", name=f"Job {retried}")).to_be_visible()
+    # The new job links to its original, which is unchanged.
+    page.get_by_role("link", name=str(job), exact=True).click()
+    expect(page).to_have_url(re.compile(rf"#/jobs/{job}$"))
+    expect(page.get_by_role("heading", name=f"Job {job}")).to_contain_text("Cancelled")
+
+
+def test_retry_from_the_list_of_failed_jobs(server, start_robot, open_page):
+    robot = start_robot(server, "PC-1", "00AA00000001", "--report", "failure")
+    job = server.trigger("00AA00000001", "PC-1", "fails")["id"]
+    server.wait_for(lambda: server.get(f"/api/jobs/{job}")["status"] == "Failed", "the job failed")
+    page = open_page(server, "#/jobs?status=Failed")
+    row = page.get_by_role("table", name="Jobs").get_by_role("row").filter(has_text="fails")
+    expect(row).to_contain_text("Failed")
+    # Only finished jobs offer Retry.
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    row.get_by_role("button", name="Retry").click()
+    expect(page.get_by_text("Retry of", exact=True)).to_be_visible()
+    retried = int(page.url.rsplit("/", 1)[1])
+    robot.package(retried)

@@ -60,3 +60,20 @@ def test_a_status_change_shows_without_a_reload(server, start_robot, open_page):
     assert appeared < 3 and went_offline < 3, (appeared, went_offline)
     print(f"new robot shown after {appeared:.2f} s, offline after {went_offline:.2f} s")
     second.stop()
+
+
+def test_a_robot_recorded_in_advance_is_offline_until_it_connects(server, start_robot, open_page):
+    status, recorded = server.request("PUT", "/api/robots/00AA000000F1", {"robot_name": "FINANCE-7"})
+    assert status == 201 and recorded["last_seen"] is None
+    job = server.trigger("00AA000000F1", "FINANCE-7", "month-end")["id"]
+    page = open_page(server)
+    row = robot_row(page, "00AA000000F1")
+    expect(row).to_contain_text("offline")
+    expect(row).to_contain_text("FINANCE-7")
+    row.get_by_role("link", name="00AA000000F1").click()
+    expect(page.get_by_role("heading", name="Robot 00AA000000F1")).to_be_visible()
+    expect(page.get_by_text("(never connected)")).to_be_visible()
+
+    robot = start_robot(server, "FINANCE-7", "00AA000000F1")
+    robot.package(job)
+    expect(page.get_by_text("(never connected)")).to_be_hidden()

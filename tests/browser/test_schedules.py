@@ -47,3 +47,35 @@ def test_a_recurring_trigger_shows_its_occurrences_in_its_zone(server, start_rob
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(row).to_contain_text("deleted")
     assert server.get(f"/api/schedules/{schedule_id}")["active"] is False
+
+
+def test_pause_and_resume_from_the_list(server, start_robot, open_page):
+    start_robot(server, "PC-1", "00AA00000001")
+    schedule = server.trigger("00AA00000001", "PC-1", "weekly-close",
+                              {"cron": "0 18 * * FRI", "timezone": "Asia/Tokyo"})
+    schedule_id = schedule["id"]
+    page = open_page(server, "#/schedules")
+    row = page.get_by_role("table", name="Schedules").get_by_role("row").filter(has_text="weekly-close")
+    expect(row).to_contain_text("active")
+    # The occurrences in the schedule's zone, as the server lists them locally.
+    local = schedule["next_occurrences_local"][0]
+    assert local.endswith("+09:00") and "T18:00:00" in local
+    expect(row.locator(f'time[datetime="{schedule["next_occurrences"][0]}"]')).to_have_text(
+        re.compile(local[:10] + r" 18:00:00 (JST|UTC\+09:00|GMT\+9)"))
+    expect(row.get_by_role("button", name="Resume")).to_have_count(0)
+
+    row.get_by_role("button", name="Pause").click()
+    expect(row).to_contain_text("paused")
+    expect(page.get_by_text(f"Schedule {schedule_id} paused.")).to_be_visible()
+    paused = server.get(f"/api/schedules/{schedule_id}")
+    assert paused["paused"] is True and paused["next_run_at"] is None
+    # While paused it still shows what it would run if resumed now.
+    expect(row.locator("time").first).to_be_visible()
+
+    row.get_by_role("button", name="Resume").click()
+    expect(row).to_contain_text("active")
+    expect(row.get_by_role("button", name="Pause")).to_be_visible()
+    resumed = server.get(f"/api/schedules/{schedule_id}")
+    assert resumed["paused"] is False and resumed["next_run_at"] is not None
+    kinds = [e["type"] for e in server.get(f"/api/events?subject=schedules/{schedule_id}")["items"]]
+    assert kinds == ["schedule.created", "schedule.paused", "schedule.resumed"]

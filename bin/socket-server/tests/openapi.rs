@@ -150,6 +150,14 @@ async fn fill(server: &Server, template: &str) -> String {
             new_webhook(server).await
         } else if path.contains("/credentials/") {
             new_credential(server).await
+        } else if path.ends_with("/retry") {
+            // Only a finished job can be run again.
+            let id = new_job(server).await;
+            let (status, body) = server
+                .post(&format!("/api/jobs/{id}/cancel"), &json!({}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            id
         } else {
             new_job(server).await
         };
@@ -439,10 +447,11 @@ async fn errors_are_the_documented_problems() {
         let mut requests: Vec<(String, Option<Body<'_>>, u16)> = Vec::new();
         if operation.spec.get("requestBody").is_some() {
             for (body, kind, status) in &bodies {
-                // A trigger is no webhook and no credential: each of the trigger bodies fails
-                // their validation.
-                let strict =
-                    operation.path == "/api/webhooks" || operation.path.ends_with("/credentials");
+                // A trigger is no webhook, no credential and no robot record: each of the
+                // trigger bodies fails their validation.
+                let strict = operation.path == "/api/webhooks"
+                    || operation.path.ends_with("/credentials")
+                    || operation.method == "PUT";
                 let status = if strict && *status == 404 {
                     422
                 } else {
@@ -451,8 +460,9 @@ async fn errors_are_the_documented_problems() {
                 requests.push((operation.path.clone(), Some((body, kind)), status));
             }
         }
-        // Enrolling an unknown address records it: no 404 there.
-        let enrols = operation.method == "POST" && operation.path.ends_with("/credentials");
+        // Enrolling or recording an unknown address records it: no 404 there.
+        let enrols = (operation.method == "POST" && operation.path.ends_with("/credentials"))
+            || operation.method == "PUT";
         if operation.path.contains('{') && !enrols {
             let path = operation
                 .path

@@ -332,12 +332,30 @@ fn escaped_len(json: &str) -> usize {
     json.len() + json.bytes().filter(|&b| b == b'"' || b == b'\\').count()
 }
 
+/// A robot's name as an operator records it (`PUT /api/robots/{address}`): the rules of the
+/// trigger's `Robot.robot_name`, reported as the field `robot_name`.
+pub fn validate_robot_name(obj: &Map<String, Value>) -> Result<String, FieldErrors> {
+    let mut problems = FieldErrors::new();
+    match named_robot_field(obj, "robot_name".to_owned(), "robot_name", &mut problems) {
+        Some(name) if problems.is_empty() => Ok(name.to_owned()),
+        _ => Err(problems),
+    }
+}
+
 fn robot_field<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     problems: &mut FieldErrors,
 ) -> Option<&'a str> {
-    let field = format!("Robot.{key}");
+    named_robot_field(obj, format!("Robot.{key}"), key, problems)
+}
+
+fn named_robot_field<'a>(
+    obj: &'a Map<String, Value>,
+    field: String,
+    key: &str,
+    problems: &mut FieldErrors,
+) -> Option<&'a str> {
     let value = required_str(obj, &field, key, problems)?;
     if exceeds_chars(value, MAX_ROBOT_FIELD_CHARS) {
         problems.push(FieldError::invalid(

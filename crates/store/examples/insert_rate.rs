@@ -34,6 +34,7 @@ fn main() {
         robot_name: "bench".into(),
         run_at: Utc::now() + chrono::TimeDelta::days(365),
         schedule_id: None,
+        retry_of: None,
         created_at: Utc::now(),
         reason: "created by trigger".into(),
         idempotency: None,

@@ -61,15 +61,18 @@ pub enum EventType {
     RobotUnreachable,
     RobotCredentialCreated,
     RobotCredentialRevoked,
+    RobotUpdated,
     ScheduleCreated,
     ScheduleDeleted,
     ScheduleSkipped,
     ScheduleEnded,
+    SchedulePaused,
+    ScheduleResumed,
     WebhookDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 24] = [
         EventType::JobCreated,
         EventType::JobSent,
         EventType::JobAcknowledged,
@@ -86,10 +89,13 @@ impl EventType {
         EventType::RobotUnreachable,
         EventType::RobotCredentialCreated,
         EventType::RobotCredentialRevoked,
+        EventType::RobotUpdated,
         EventType::ScheduleCreated,
         EventType::ScheduleDeleted,
         EventType::ScheduleSkipped,
         EventType::ScheduleEnded,
+        EventType::SchedulePaused,
+        EventType::ScheduleResumed,
         EventType::WebhookDisabled,
     ];
 
@@ -111,10 +117,13 @@ impl EventType {
             EventType::RobotUnreachable => "robot.unreachable",
             EventType::RobotCredentialCreated => "robot.credential_created",
             EventType::RobotCredentialRevoked => "robot.credential_revoked",
+            EventType::RobotUpdated => "robot.updated",
             EventType::ScheduleCreated => "schedule.created",
             EventType::ScheduleDeleted => "schedule.deleted",
             EventType::ScheduleSkipped => "schedule.skipped",
             EventType::ScheduleEnded => "schedule.ended",
+            EventType::SchedulePaused => "schedule.paused",
+            EventType::ScheduleResumed => "schedule.resumed",
             EventType::WebhookDisabled => "webhook.disabled",
         }
     }

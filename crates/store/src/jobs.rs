@@ -40,6 +40,8 @@ pub struct JobRecord {
     pub forced: bool,
     #[diesel(deserialize_as = OptionalMicros)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The Failed or Cancelled job this one runs again (`POST /api/jobs/{id}/retry`).
+    pub retry_of: Option<i64>,
 }
 
 /// One state change of a job, or an event within a state (a resend, an acknowledgement): the
@@ -81,6 +83,8 @@ pub struct NewJob {
     pub robot_name: String,
     pub run_at: DateTime<Utc>,
     pub schedule_id: Option<i64>,
+    /// The job this one runs again, for a retry.
+    pub retry_of: Option<i64>,
     pub created_at: DateTime<Utc>,
     /// Why the job exists, for its first event.
     pub reason: String,
@@ -96,6 +100,20 @@ pub enum InsertJob {
     KeyConflict,
     /// No robot with that address ever registered.
     UnknownRobot,
+}
+
+/// The result of running a job again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryJob {
+    /// The new job, Pending and due now.
+    Created(JobRecord),
+    /// The idempotency key was used before with the same request: here is what it created.
+    Replayed(Prior),
+    /// The idempotency key was used before with a different request.
+    KeyConflict,
+    NotFound,
+    /// Only a Failed or Cancelled job can be run again; it is in this status.
+    Conflict(JobStatus),
 }
 
 /// Which jobs a listing returns: newest first, keyset pages by id.
@@ -142,6 +160,7 @@ pub(crate) fn insert_row(
             jobs::robot_name.eq(&job.robot_name),
             jobs::run_at.eq(run_at),
             jobs::schedule_id.eq(job.schedule_id),
+            jobs::retry_of.eq(job.retry_of),
             jobs::attempts.eq(0),
             jobs::created_at.eq(created),
             jobs::updated_at.eq(created),
@@ -201,6 +220,7 @@ fn new_record(job: &NewJob, id: i64, status: JobStatus, failed: Option<&str>) ->
         delivery: Delivery::Idle,
         forced: false,
         sent_at: None,
+        retry_of: job.retry_of,
     }
 }
 
@@ -259,6 +279,52 @@ impl WriteTx<'_> {
 
     pub fn job(&mut self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         load_job(self.conn, id)
+    }
+
+    /// Runs the Failed or Cancelled job `id` again as a new job: same package, robot and name,
+    /// due at `now`, not an instance of its schedule (a retry is the operator's, not the
+    /// schedule's), with `retry_of` naming the old one, which stays as it was. Its package file
+    /// is owed like a trigger's. `idempotency` as on triggers, in the same key space.
+    pub fn retry_job(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<RetryJob, StoreError> {
+        if let Some(key) = idempotency {
+            match idempotency::check(self.conn, key)? {
+                KeyCheck::New => {}
+                KeyCheck::Seen(prior) => return Ok(RetryJob::Replayed(prior)),
+                KeyCheck::Conflict => return Ok(RetryJob::KeyConflict),
+            }
+        }
+        // Failed and Cancelled are final: no other writer changes the old row, so it is read
+        // without a lock.
+        let Some(old) = load_job(self.conn, id)? else {
+            return Ok(RetryJob::NotFound);
+        };
+        if !matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
+            return Ok(RetryJob::Conflict(old.status));
+        }
+        let job = NewJob {
+            package: old.package,
+            package_name: old.package_name,
+            robot_address: old.robot_address,
+            robot_name: old.robot_name,
+            run_at: now,
+            schedule_id: None,
+            retry_of: Some(id),
+            created_at: now,
+            reason: format!("retry of job {id} (it was {})", old.status.as_str()),
+            idempotency: None,
+        };
+        // The robot exists (the old job's foreign key says so): the plain insert serves both
+        // backends.
+        let record = insert_row(self, &job, None)?;
+        if let Some(key) = idempotency {
+            idempotency::remember(self.conn, key, Some(record.id), None, now)?;
+        }
+        Ok(RetryJob::Created(record))
     }
 }
 

@@ -38,13 +38,16 @@ pub use error::{Corruption, OpenError, StoreError, UnknownValue, Unreachable};
 pub use events::{EventFilter, EventRecord, EventType, SubjectState, TypePattern};
 pub use idempotency::{Created, Prior};
 pub use instances::{InstanceRecord, Reaped};
-pub use jobs::{DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, NewJob};
+pub use jobs::{
+    DueJob, IdempotencyKey, InsertJob, JobEventRecord, JobFilter, JobRecord, NewJob, RetryJob,
+};
 pub use notify::{HandedOff, Listener, Notice};
 pub use package_files::PackageFile;
 pub use retention::PurgedJob;
-pub use robots::{RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
+pub use robots::{PutRobot, RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
 pub use schedules::{
-    InsertSchedule, NewSchedule, ScheduleEventRecord, ScheduleFilter, ScheduleRecord, StopOutcome,
+    InsertSchedule, NewSchedule, PauseOutcome, ScheduleEventRecord, ScheduleFilter, ScheduleRecord,
+    StopOutcome,
 };
 pub use sending::{Claimed, DueOutcome, Reach, RobotClaim};
 pub use status::{Delivery, JobStatus};

@@ -35,6 +35,25 @@ pub struct RobotRecord {
     pub instance: Option<String>,
 }
 
+impl RobotRecord {
+    /// False for a robot recorded in advance that never registered: its times, user id and
+    /// metadata are placeholders until it does.
+    pub fn registered(&self) -> bool {
+        self.protocol != NEVER_REGISTERED
+    }
+}
+
+/// What `PUT /api/robots/{address}` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutRobot {
+    /// Recorded now, before its first registration.
+    Created(Box<RobotRecord>),
+    /// It existed, and its name changed.
+    Renamed(Box<RobotRecord>),
+    /// It existed with that name already.
+    Unchanged(Box<RobotRecord>),
+}
+
 /// The `protocol` of a robot that was recorded (an operator enrolled it) and never registered.
 const NEVER_REGISTERED: i32 = 0;
 
@@ -216,6 +235,47 @@ impl WriteTx<'_> {
             ))
             .execute(self.conn)?;
         Ok(true)
+    }
+
+    /// An operator records the robot `address` named `name` (before its first registration),
+    /// or renames the robot it is. A registration later replaces the name with the one the
+    /// robot reports, as it always does. Event: `robot.updated` when something changed.
+    pub fn put_robot(
+        &mut self,
+        address: &str,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PutRobot, StoreError> {
+        // Locked on PostgreSQL: a registration on another instance renames it too.
+        let known: Option<String> = crate::connection::locked!(
+            &mut *self.conn,
+            robots::table.find(address).select(robots::name),
+            |q, c| q.first(c).optional()
+        )?;
+        let outcome = match known {
+            None => {
+                self.record_robot(address, name, at)?;
+                self.robot_event(
+                    EventType::RobotUpdated,
+                    address,
+                    at,
+                    "recorded by request, before its first registration",
+                )?;
+                PutRobot::Created
+            }
+            Some(old) if old == name => PutRobot::Unchanged,
+            Some(old) => {
+                diesel::update(robots::table.find(address))
+                    .set(robots::name.eq(name))
+                    .execute(self.conn)?;
+                let reason = format!("renamed by request (it was {old:?})");
+                self.robot_event(EventType::RobotUpdated, address, at, &reason)?;
+                PutRobot::Renamed
+            }
+        };
+        let robot = load_robot(self.conn, address)?
+            .ok_or_else(|| StoreError::Failed(format!("robot {address} vanished")))?;
+        Ok(outcome(Box::new(robot)))
     }
 
     /// Records an event of the robot with its state as it is now.

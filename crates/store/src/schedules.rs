@@ -45,6 +45,10 @@ pub struct ScheduleRecord {
     #[diesel(deserialize_as = Micros)]
     pub updated_at: DateTime<Utc>,
     pub ended_reason: Option<String>,
+    /// Paused by an operator: no instances, and no `next_run_at`, until resumed. (Default
+    /// false: event snapshots written before the column existed do not have it.)
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A schedule to create. `next_run_at` is its first occurrence, computed by the caller.
@@ -81,7 +85,7 @@ pub struct ScheduleEventRecord {
     pub occurrence: Option<DateTime<Utc>>,
     #[diesel(deserialize_as = Micros)]
     pub at: DateTime<Utc>,
-    /// `skipped`, `catch_up`, `missed`, `ended`, `deleted`.
+    /// `skipped`, `catch_up`, `missed`, `ended`, `deleted`, `paused`, `resumed`.
     pub kind: String,
     pub job_id: Option<i64>,
     pub reason: String,
@@ -103,6 +107,18 @@ pub enum StopOutcome {
     Stopped(Box<ScheduleRecord>, Vec<i64>),
     /// It was already inactive: nothing changed.
     AlreadyStopped(Box<ScheduleRecord>),
+    NotFound,
+}
+
+/// The result of pausing or resuming a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// Paused or resumed now.
+    Changed(Box<ScheduleRecord>),
+    /// It already was: nothing changed (a 200 no-op).
+    Unchanged(Box<ScheduleRecord>),
+    /// Deleted or ended: it has nothing to pause or resume.
+    Inactive(Box<ScheduleRecord>),
     NotFound,
 }
 
@@ -180,6 +196,87 @@ impl WriteTx<'_> {
         )?)
     }
 
+    /// The schedule, its row locked for the rest of the transaction with several instances
+    /// (waiting for an instance firing it right now), to pause or resume it.
+    pub fn schedule_locked(&mut self, id: i64) -> Result<Option<ScheduleRecord>, StoreError> {
+        Ok(crate::connection::locked!(
+            &mut *self.conn,
+            schedules::table
+                .find(id)
+                .select(ScheduleRecord::as_select()),
+            |q, c| q.first(c).optional()
+        )?)
+    }
+
+    /// Pauses the active schedule `id`: no next occurrence until it is resumed, so that the
+    /// due query of every instance passes it by. Instances already created are untouched.
+    /// Event: `schedule.paused`.
+    pub fn pause_schedule(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<PauseOutcome, StoreError> {
+        let Some(schedule) = self.schedule_locked(id)? else {
+            return Ok(PauseOutcome::NotFound);
+        };
+        if !schedule.active {
+            return Ok(PauseOutcome::Inactive(Box::new(schedule)));
+        }
+        if schedule.paused {
+            return Ok(PauseOutcome::Unchanged(Box::new(schedule)));
+        }
+        diesel::update(schedules::table.find(id))
+            .set((
+                schedules::paused.eq(true),
+                schedules::next_run_at.eq(None::<i64>),
+                schedules::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        self.record_schedule_event(id, None, now, "paused", None, "paused by request")?;
+        let schedule =
+            load_schedule(self.conn, id)?.ok_or_else(|| StoreError::vanished("schedule", id))?;
+        Ok(PauseOutcome::Changed(Box::new(schedule)))
+    }
+
+    /// Resumes the paused schedule `id` at `next`, its first occurrence after now as the caller
+    /// computed it from the expression: the paused time is not caught up. `None` (its end
+    /// passed while it was paused) ends it. Event: `schedule.resumed` (and `schedule.ended`).
+    pub fn resume_schedule(
+        &mut self,
+        schedule: &ScheduleRecord,
+        next: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<PauseOutcome, StoreError> {
+        let id = schedule.id;
+        if !schedule.active {
+            return Ok(PauseOutcome::Inactive(Box::new(schedule.clone())));
+        }
+        if !schedule.paused {
+            return Ok(PauseOutcome::Unchanged(Box::new(schedule.clone())));
+        }
+        let ended = next.is_none().then_some("no further occurrence");
+        diesel::update(schedules::table.find(id))
+            .set((
+                schedules::paused.eq(false),
+                schedules::next_run_at.eq(next.map(to_micros)),
+                schedules::active.eq(next.is_some()),
+                schedules::ended_reason.eq(ended),
+                schedules::updated_at.eq(to_micros(now)),
+            ))
+            .execute(self.conn)?;
+        let reason = match next {
+            Some(_) => "resumed by request; the occurrences while it was paused are not caught up",
+            None => "resumed by request; its last occurrence passed while it was paused",
+        };
+        self.record_schedule_event(id, None, now, "resumed", None, reason)?;
+        if let Some(ended) = ended {
+            self.record_schedule_event(id, None, now, "ended", None, ended)?;
+        }
+        let schedule =
+            load_schedule(self.conn, id)?.ok_or_else(|| StoreError::vanished("schedule", id))?;
+        Ok(PauseOutcome::Changed(Box::new(schedule)))
+    }
+
     /// A Pending instance of the schedule, if one is still waiting.
     pub fn pending_instance(&mut self, schedule_id: i64) -> Result<Option<i64>, StoreError> {
         Ok(jobs::table
@@ -207,6 +304,7 @@ impl WriteTx<'_> {
             robot_name: schedule.robot_name.clone(),
             run_at,
             schedule_id: Some(schedule.id),
+            retry_of: None,
             created_at: now,
             reason: reason.to_owned(),
             idempotency: None,
@@ -238,8 +336,9 @@ impl WriteTx<'_> {
 
     /// Records a line of the schedule's history. The kinds the event catalogue names are events
     /// too, with the schedule's state as it is now: `skipped` and `missed` are
-    /// `schedule.skipped`, `ended` is `schedule.ended`, `deleted` is `schedule.deleted` (record
-    /// them after the change they describe).
+    /// `schedule.skipped`, `ended` is `schedule.ended`, `deleted` is `schedule.deleted`, `paused`
+    /// and `resumed` are `schedule.paused` and `schedule.resumed` (record them after the change
+    /// they describe).
     pub fn record_schedule_event(
         &mut self,
         schedule_id: i64,
@@ -253,6 +352,8 @@ impl WriteTx<'_> {
             "skipped" | "missed" => Some(EventType::ScheduleSkipped),
             "ended" => Some(EventType::ScheduleEnded),
             "deleted" => Some(EventType::ScheduleDeleted),
+            "paused" => Some(EventType::SchedulePaused),
+            "resumed" => Some(EventType::ScheduleResumed),
             _ => None,
         };
         if let Some(event) = event {

@@ -48,6 +48,7 @@ diesel::table! {
         forced -> Bool,
         sent_at -> Nullable<BigInt>,
         overdue_at -> Nullable<BigInt>,
+        retry_of -> Nullable<BigInt>,
     }
 }
 
@@ -120,6 +121,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         ended_reason -> Nullable<Text>,
+        paused -> Bool,
     }
 }
 

@@ -33,24 +33,26 @@ pub(crate) struct RobotView {
     protocol: i32,
     /// The server instance holding its live connection (several may share PostgreSQL).
     instance: Option<String>,
-    first_seen: String,
-    last_seen: String,
-    metadata: Box<RawValue>,
+    /// These four are null for a robot recorded in advance until it registers.
+    first_seen: Option<String>,
+    last_seen: Option<String>,
+    metadata: Option<Box<RawValue>>,
 }
 
 impl From<RobotRecord> for RobotView {
     fn from(robot: RobotRecord) -> Self {
+        let registered = robot.registered();
         RobotView {
             robot_address: robot.address,
             robot_name: robot.name,
-            user_id: robot.user_id.as_deref().map(raw),
+            user_id: robot.user_id.as_deref().filter(|_| registered).map(raw),
             online: robot.online,
             connection_id: robot.connection_id,
             protocol: robot.protocol,
             instance: robot.instance,
-            first_seen: time(robot.first_seen),
-            last_seen: time(robot.last_seen),
-            metadata: raw(&robot.metadata),
+            first_seen: registered.then(|| time(robot.first_seen)),
+            last_seen: registered.then(|| time(robot.last_seen)),
+            metadata: registered.then(|| raw(&robot.metadata)),
         }
     }
 }
@@ -121,6 +123,8 @@ pub(crate) struct JobView {
     robot_name: String,
     run_at: String,
     schedule_id: Option<i64>,
+    /// The job this one runs again (`POST /api/jobs/{id}/retry`), else null.
+    retry_of: Option<i64>,
     attempts: i32,
     created_at: String,
     updated_at: String,
@@ -139,6 +143,7 @@ impl From<JobRecord> for JobView {
             robot_name: job.robot_name,
             run_at: time(job.run_at),
             schedule_id: job.schedule_id,
+            retry_of: job.retry_of,
             attempts: job.attempts,
             created_at: time(job.created_at),
             updated_at: time(job.updated_at),
@@ -294,8 +299,12 @@ pub(crate) struct ScheduleView {
     robot_address: String,
     robot_name: String,
     active: bool,
+    /// Paused by an operator: no instances until resumed.
+    paused: bool,
     next_run_at: Option<String>,
     next_occurrences: Vec<String>,
+    /// The same moments in the schedule's own zone, with its offset.
+    next_occurrences_local: Vec<String>,
     last_run_at: Option<String>,
     ended_reason: Option<String>,
     created_at: String,
@@ -306,20 +315,34 @@ pub(crate) struct ScheduleView {
 }
 
 impl ScheduleView {
-    /// The schedule with its next occurrences after `now` (none once inactive).
+    /// The schedule with its next occurrences after `now` (none once inactive). A paused
+    /// schedule shows the ones it would have if resumed now.
     pub(crate) fn at(schedule: ScheduleRecord, now: DateTime<Utc>) -> ScheduleView {
-        let upcoming = match (
-            schedule.active,
-            crate::tasks::recurring_jobs::cron_of(&schedule),
-        ) {
-            (true, Ok(cron)) => cron.upcoming(now, UPCOMING),
-            _ => Vec::new(),
+        let cron = crate::tasks::recurring_jobs::cron_of(&schedule);
+        let (upcoming, local) = match (schedule.active, cron) {
+            (true, Ok(cron)) => {
+                let upcoming = cron.upcoming(now, UPCOMING);
+                let local = upcoming
+                    .iter()
+                    .map(|at| {
+                        at.with_timezone(&cron.zone())
+                            .to_rfc3339_opts(SecondsFormat::Millis, false)
+                    })
+                    .collect();
+                (upcoming, local)
+            }
+            _ => (Vec::new(), Vec::new()),
         };
-        ScheduleView::new(schedule, upcoming)
+        ScheduleView::new(schedule, upcoming, local)
     }
 
-    /// `upcoming`: the next occurrences, computed by the caller from the expression.
-    pub(crate) fn new(schedule: ScheduleRecord, upcoming: Vec<DateTime<Utc>>) -> ScheduleView {
+    /// `upcoming`: the next occurrences, computed by the caller from the expression; `local`:
+    /// the same in the schedule's zone.
+    pub(crate) fn new(
+        schedule: ScheduleRecord,
+        upcoming: Vec<DateTime<Utc>>,
+        local: Vec<String>,
+    ) -> ScheduleView {
         ScheduleView {
             id: schedule.id,
             cron: schedule.cron,
@@ -330,8 +353,10 @@ impl ScheduleView {
             robot_address: schedule.robot_address,
             robot_name: schedule.robot_name,
             active: schedule.active,
+            paused: schedule.paused,
             next_run_at: schedule.next_run_at.map(time),
             next_occurrences: upcoming.into_iter().map(time).collect(),
+            next_occurrences_local: local,
             last_run_at: schedule.last_fire_at.map(time),
             ended_reason: schedule.ended_reason,
             created_at: time(schedule.created_at),

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rpa_scheduler::{CronSchedule, Tz, catch_up};
-use rpa_store::{DeliveryPolicy, JobRecord, ScheduleRecord, StoreError, WriteTx};
+use rpa_store::{DeliveryPolicy, JobRecord, PauseOutcome, ScheduleRecord, StoreError, WriteTx};
 
 use crate::http::views::time;
 
@@ -48,7 +48,7 @@ pub(crate) fn fire(
     };
     let Some(due) = schedule
         .next_run_at
-        .filter(|at| *at <= now && schedule.active)
+        .filter(|at| *at <= now && schedule.active && !schedule.paused)
     else {
         return Ok(None);
     };
@@ -147,4 +147,22 @@ pub(crate) fn fire(
         instance: Some(instance),
         next,
     }))
+}
+
+/// Resumes the paused schedule `id` from its first occurrence after `now`: the occurrences of
+/// the paused time are not caught up. Inside the write, its row locked, so that the next
+/// occurrence is computed from the row as it is.
+pub(crate) fn resume(
+    tx: &mut WriteTx<'_>,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<PauseOutcome, StoreError> {
+    let Some(schedule) = tx.schedule_locked(id)? else {
+        return Ok(PauseOutcome::NotFound);
+    };
+    // An expression that cannot be read any more has no next occurrence: it ends.
+    let next = cron_of(&schedule)
+        .ok()
+        .and_then(|cron| cron.upcoming(now, 1).first().copied());
+    tx.resume_schedule(&schedule, next, now)
 }

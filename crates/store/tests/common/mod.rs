@@ -97,6 +97,7 @@ pub(crate) fn new_job(address: &str, run_at: DateTime<Utc>) -> NewJob {
         robot_name: "robot".to_owned(),
         run_at,
         schedule_id: None,
+        retry_of: None,
         created_at: t0(),
         reason: "created by trigger".to_owned(),
         idempotency: None,

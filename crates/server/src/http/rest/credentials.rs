@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use rpa_protocol::RobotAddress;
 use rpa_store::{CreateCredential, NewCredential};
 use rpa_validation::{FieldError, FieldErrors};
 use serde_json::Value;
@@ -18,6 +17,7 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
 use super::body::{JsonBody, json_body};
+use super::robots::{address, check_address};
 use super::webhooks::{Managed, managed};
 use super::{answer, json, with_app};
 use crate::app::App;
@@ -29,10 +29,6 @@ use crate::http::views::CredentialView;
 /// Credentials per robot at most: enough to rotate, few enough to keep an eye on.
 const MAX_PER_ROBOT: i64 = 10;
 const MAX_DESCRIPTION: usize = 500;
-/// Longest robot address, as the metadata allows (characters).
-const MAX_ADDRESS: usize = rpa_protocol::MAX_FIELD_CHARS;
-/// Fixed paths under `/api/robots/` that are never robots (http-api.md).
-const NOT_ADDRESSES: [&str; 2] = ["package", "connect"];
 
 pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
     let max_body = app.config.limits.max_body;
@@ -82,34 +78,6 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
 
 /// What the 403 of an open API names.
 const WHAT: &str = "robot credentials";
-
-/// The path segment as the robot's address: percent-decoded, and a MAC in any spelling.
-fn address(segment: &str) -> RobotAddress {
-    RobotAddress::new(&crate::http::percent::decode(segment, false))
-}
-
-/// An address a robot could register as (as its metadata is checked), and not a fixed path.
-fn check_address(address: &RobotAddress) -> Result<(), FieldError> {
-    let text = address.as_str();
-    let problem = if text.trim().is_empty() {
-        Some("Must not be blank.".to_owned())
-    } else if text.chars().count() > MAX_ADDRESS {
-        Some(format!("Must be at most {MAX_ADDRESS} characters."))
-    } else if text
-        .chars()
-        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
-    {
-        Some("Must not hold control characters.".to_owned())
-    } else if NOT_ADDRESSES.contains(&text) {
-        Some(format!("/api/robots/{text} is a route, not a robot."))
-    } else {
-        None
-    };
-    match problem {
-        Some(message) => Err(FieldError::invalid("robot_address", message)),
-        None => Ok(()),
-    }
-}
 
 fn description(body: &Value) -> Result<String, FieldErrors> {
     let Some(object) = body.as_object() else {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rpa_protocol::RobotAddress;
-use rpa_store::{ChangeOutcome, JobFilter, JobStatus};
+use rpa_store::{ChangeOutcome, IdempotencyKey, JobFilter, JobStatus, RetryJob};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -41,8 +41,15 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .then(|id, app: Arc<App>| async move { answer(cancel_job(&app, id).await) });
     let force = warp::path!("api" / "jobs" / i64 / "force")
         .and(warp::post())
-        .and(with_app(app))
+        .and(with_app(Arc::clone(&app)))
         .then(|id, app: Arc<App>| async move { answer(force_job(&app, id).await) });
+    let retry = warp::path!("api" / "jobs" / i64 / "retry")
+        .and(warp::post())
+        .and(with_app(app))
+        .and(trigger::idempotency_header())
+        .then(|id, app: Arc<App>, key: Option<HeaderValue>| async move {
+            answer(retry_job(&app, id, key.as_ref()).await)
+        });
     create
         .or(list)
         .unify()
@@ -51,6 +58,8 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(cancel)
         .unify()
         .or(force)
+        .unify()
+        .or(retry)
         .unify()
         .boxed()
 }
@@ -188,4 +197,64 @@ async fn cancel_job(app: &App, id: i64) -> Result<Response, Problem> {
 
 async fn force_job(app: &App, id: i64) -> Result<Response, Problem> {
     Ok(json(StatusCode::OK, &JobView::from(force(app, id).await?)))
+}
+
+/// `POST /api/jobs/{id}/retry`: a Failed or Cancelled job run again as a new job, due now.
+async fn retry_job(app: &App, id: i64, key: Option<&HeaderValue>) -> Result<Response, Problem> {
+    let key = trigger::idempotency_key(key)?.map(|key| IdempotencyKey {
+        key,
+        // The same key for another job's retry, or for a trigger, is a different request.
+        request_hash: trigger::digest(format!("POST /api/jobs/{id}/retry").as_bytes()),
+    });
+    trigger::packages_writable(app)?;
+    let now = chrono::Utc::now();
+    let remembered = key.as_ref().map(|k| k.key.clone());
+    let outcome = app
+        .db
+        .write(move |tx| {
+            let outcome = tx.retry_job(id, now, key.as_ref())?;
+            if let RetryJob::Created(created) = &outcome {
+                let view = JobView::from(created.clone());
+                trigger::remember(tx, remembered.as_deref(), || serde_json::to_string(&view))?;
+            }
+            Ok(outcome)
+        })
+        .await?;
+    let (job, body) = match outcome {
+        RetryJob::Created(job) => {
+            log::info!("job {} created by request as a retry of job {id}", job.id);
+            app.dispatcher.wake(job.id, job.run_at);
+            app.package_files.notify();
+            let body = serde_json::to_string(&JobView::from(job.clone()))
+                .map_err(|error| Problem::internal(error.to_string()))?;
+            (job, body)
+        }
+        RetryJob::Replayed(prior) => match prior.created {
+            Created::Job(job) => {
+                let body = match prior.response {
+                    Some(body) => body,
+                    None => serde_json::to_string(&JobView::from((*job).clone()))
+                        .map_err(|error| Problem::internal(error.to_string()))?,
+                };
+                (*job, body)
+            }
+            Created::Schedule(_) => return Err(trigger::key_reused()),
+        },
+        RetryJob::KeyConflict => return Err(trigger::key_reused()),
+        RetryJob::NotFound => return Err(Problem::not_found(format!("no job {id}"))),
+        RetryJob::Conflict(status) => {
+            return Err(Problem::conflict(
+                "job_not_finished",
+                format!(
+                    "job {id} is {}: only a Failed or Cancelled job can be retried",
+                    status.as_str()
+                ),
+            ));
+        }
+    };
+    let mut response = super::json_text(StatusCode::CREATED, body);
+    if let Ok(value) = HeaderValue::from_str(&format!("/api/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use rpa_protocol::RobotAddress;
-use rpa_store::{JobFilter, ScheduleFilter, ScheduleRecord, StopOutcome};
+use rpa_store::{JobFilter, PauseOutcome, ScheduleFilter, ScheduleRecord, StopOutcome};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -31,9 +31,25 @@ pub(super) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .then(|id, app: Arc<App>| async move { answer(get(&app, id).await) });
     let delete = warp::path!("api" / "schedules" / i64)
         .and(warp::delete())
-        .and(with_app(app))
+        .and(with_app(Arc::clone(&app)))
         .then(|id, app: Arc<App>| async move { answer(delete(&app, id).await) });
-    list.or(one).unify().or(delete).unify().boxed()
+    let pause = warp::path!("api" / "schedules" / i64 / "pause")
+        .and(warp::post())
+        .and(with_app(Arc::clone(&app)))
+        .then(|id, app: Arc<App>| async move { answer(set_paused(&app, id, true).await) });
+    let resume = warp::path!("api" / "schedules" / i64 / "resume")
+        .and(warp::post())
+        .and(with_app(app))
+        .then(|id, app: Arc<App>| async move { answer(set_paused(&app, id, false).await) });
+    list.or(one)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(pause)
+        .unify()
+        .or(resume)
+        .unify()
+        .boxed()
 }
 
 /// The schedule as the API shows it, with its next occurrences (none once inactive).
@@ -99,6 +115,47 @@ async fn delete(app: &App, id: i64) -> Result<Response, Problem> {
         }
         StopOutcome::AlreadyStopped(schedule) => schedule,
         StopOutcome::NotFound => return Err(Problem::not_found(format!("no schedule {id}"))),
+    };
+    Ok(json(StatusCode::OK, &view(*schedule)))
+}
+
+/// `POST /api/schedules/{id}/pause` (`pausing`) and `/resume`.
+async fn set_paused(app: &App, id: i64, pausing: bool) -> Result<Response, Problem> {
+    let now = Utc::now();
+    let outcome = if pausing {
+        app.db.write(move |tx| tx.pause_schedule(id, now)).await?
+    } else {
+        app.db
+            .write(move |tx| crate::tasks::recurring_jobs::resume(tx, id, now))
+            .await?
+    };
+    let verb = if pausing { "paused" } else { "resumed" };
+    let schedule = match outcome {
+        PauseOutcome::Changed(schedule) => {
+            log::info!(
+                "schedule {id} {verb} by request; next occurrence {}",
+                schedule
+                    .next_run_at
+                    .map_or("none".to_owned(), crate::http::views::time)
+            );
+            if let Some(next) = schedule.next_run_at {
+                app.dispatcher.wake_schedule(id, next);
+            }
+            schedule
+        }
+        PauseOutcome::Unchanged(schedule) => schedule,
+        PauseOutcome::Inactive(schedule) => {
+            let why = match schedule.ended_reason.as_deref() {
+                Some("deleted") => "it was deleted".to_owned(),
+                Some(reason) => format!("it ended ({reason})"),
+                None => "it is not active".to_owned(),
+            };
+            return Err(Problem::conflict(
+                "schedule_inactive",
+                format!("schedule {id} cannot be {verb}: {why}"),
+            ));
+        }
+        PauseOutcome::NotFound => return Err(Problem::not_found(format!("no schedule {id}"))),
     };
     Ok(json(StatusCode::OK, &view(*schedule)))
 }

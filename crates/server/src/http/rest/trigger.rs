@@ -43,7 +43,7 @@ impl Accepted {
 }
 
 /// The answer's body, recorded with the idempotency key so that a retry gets the same one.
-fn remember(
+pub(super) fn remember(
     tx: &mut rpa_store::WriteTx<'_>,
     key: Option<&str>,
     body: impl FnOnce() -> Result<String, serde_json::Error>,
@@ -86,7 +86,7 @@ pub(super) fn idempotency_key(
 
 /// FNV-1a, 64 bits: a digest that stays the same across builds and versions (std's hasher
 /// does not promise that), to tell a retried request from a different one under the same key.
-fn digest(body: &[u8]) -> String {
+pub(super) fn digest(body: &[u8]) -> String {
     let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -215,7 +215,7 @@ async fn accept_schedule(
     }
 }
 
-fn key_reused() -> Problem {
+pub(super) fn key_reused() -> Problem {
     Problem::conflict(
         "idempotency_key_reused",
         "this Idempotency-Key was used with a different request",
@@ -228,6 +228,25 @@ fn unknown_robot(address: &RobotAddress) -> Problem {
     ))
 }
 
+/// While package files cannot be written, no job is accepted: what was accepted must not be
+/// left without its file for long.
+pub(super) fn packages_writable(app: &App) -> Result<(), Problem> {
+    match app.package_files.failing() {
+        None => Ok(()),
+        Some(true) => Err(Problem {
+            status: warp::http::StatusCode::INSUFFICIENT_STORAGE,
+            ..Problem::unavailable(
+                "storage_full",
+                "the packages folder's disk is full; nothing was stored",
+            )
+        }),
+        Some(false) => Err(Problem::unavailable(
+            "packages_unwritable",
+            "package files cannot be written (see the server log); nothing was stored",
+        )),
+    }
+}
+
 async fn accept_job(
     app: &Arc<App>,
     trigger: rpa_packages::Trigger,
@@ -236,24 +255,7 @@ async fn accept_job(
     now: chrono::DateTime<Utc>,
 ) -> Result<Accepted, Problem> {
     let address = RobotAddress::new(&trigger.robot.robot_address);
-    match app.package_files.failing() {
-        None => {}
-        Some(true) => {
-            return Err(Problem {
-                status: warp::http::StatusCode::INSUFFICIENT_STORAGE,
-                ..Problem::unavailable(
-                    "storage_full",
-                    "the packages folder's disk is full; nothing was stored",
-                )
-            });
-        }
-        Some(false) => {
-            return Err(Problem::unavailable(
-                "packages_unwritable",
-                "package files cannot be written (see the server log); nothing was stored",
-            ));
-        }
-    }
+    packages_writable(app)?;
     let package = trigger.package;
     let job = NewJob {
         package: package.to_json(),
@@ -262,6 +264,7 @@ async fn accept_job(
         robot_name: trigger.robot.robot_name.clone(),
         run_at,
         schedule_id: None,
+        retry_of: None,
         created_at: now,
         reason: "created by trigger".to_owned(),
         idempotency: key,
