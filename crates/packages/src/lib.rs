@@ -11,7 +11,10 @@ pub use error::PackagesError;
 pub use names::is_safe_package_name;
 pub use path::is_safe_path;
 pub use rpa_validation::{FieldError, FieldErrorKind, FieldErrors};
-pub use trigger::{Package, RobotRef, Trigger, validate_trigger, validate_trigger_body};
+pub use trigger::{
+    MAX_POOL_CHARS, POOL_NAME_RULE, Package, RobotRef, Target, Trigger, is_valid_pool_name,
+    validate_trigger, validate_trigger_body,
+};
 
 /// Largest serialized `Package` object, in bytes. The `_event` dialect delivers the package
 /// JSON-escaped inside a string, which can grow it, and the whole notification must still fit

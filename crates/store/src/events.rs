@@ -59,6 +59,7 @@ pub enum EventType {
     RobotOnline,
     RobotOffline,
     RobotUnreachable,
+    RobotUpdated,
     RobotCredentialCreated,
     RobotCredentialRevoked,
     ScheduleCreated,
@@ -69,7 +70,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 22] = [
         EventType::JobCreated,
         EventType::JobSent,
         EventType::JobAcknowledged,
@@ -84,6 +85,7 @@ impl EventType {
         EventType::RobotOnline,
         EventType::RobotOffline,
         EventType::RobotUnreachable,
+        EventType::RobotUpdated,
         EventType::RobotCredentialCreated,
         EventType::RobotCredentialRevoked,
         EventType::ScheduleCreated,
@@ -109,6 +111,7 @@ impl EventType {
             EventType::RobotOnline => "robot.online",
             EventType::RobotOffline => "robot.offline",
             EventType::RobotUnreachable => "robot.unreachable",
+            EventType::RobotUpdated => "robot.updated",
             EventType::RobotCredentialCreated => "robot.credential_created",
             EventType::RobotCredentialRevoked => "robot.credential_revoked",
             EventType::ScheduleCreated => "schedule.created",
@@ -134,7 +137,8 @@ pub(crate) struct JobChange<'a> {
     pub(crate) from: Option<JobStatus>,
     pub(crate) to: JobStatus,
     pub(crate) attempts: i32,
-    pub(crate) robot_address: &'a str,
+    /// `None` while a pool job has no robot.
+    pub(crate) robot_address: Option<&'a str>,
     pub(crate) last_error: Option<&'a str>,
 }
 
@@ -155,7 +159,7 @@ struct JobState {
     from: Option<JobStatus>,
     to: JobStatus,
     attempts: i32,
-    robot_address: String,
+    robot_address: Option<String>,
     last_error: Option<String>,
 }
 
@@ -179,7 +183,7 @@ impl WriteTx<'_> {
                 from: change.from,
                 to: change.to,
                 attempts: change.attempts,
-                robot_address: change.robot_address.to_owned(),
+                robot_address: change.robot_address.map(str::to_owned),
                 last_error: change.last_error.map(str::to_owned),
             }),
             data: None,
@@ -241,7 +245,7 @@ pub(crate) fn flush(
                     events::from_status.eq(job.and_then(|job| job.from)),
                     events::to_status.eq(job.map(|job| job.to)),
                     events::attempts.eq(job.map(|job| job.attempts)),
-                    events::robot_address.eq(job.map(|job| job.robot_address.as_str())),
+                    events::robot_address.eq(job.and_then(|job| job.robot_address.as_deref())),
                     events::last_error.eq(job.and_then(|job| job.last_error.as_deref())),
                     events::data.eq(event.data.as_deref()),
                 )
@@ -504,10 +508,8 @@ fn records(conn: &mut DbConnection, rows: Vec<EventRow>) -> Result<Vec<EventReco
                     Some(job) => SubjectState::Job(Box::new(JobRecord {
                         status: row.to_status.unwrap_or(job.status),
                         attempts: row.attempts.unwrap_or(job.attempts),
-                        robot_address: row
-                            .robot_address
-                            .clone()
-                            .unwrap_or_else(|| job.robot_address.clone()),
+                        // A pool job's event before its assignment names no robot.
+                        robot_address: row.robot_address.clone(),
                         last_error: row.last_error.clone(),
                         updated_at: row.at,
                         ..job.clone()

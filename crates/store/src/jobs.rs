@@ -21,7 +21,8 @@ pub struct JobRecord {
     /// The trigger's Package object as received (JSON).
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// The robot it is for; `None` for a pool job not assigned yet.
+    pub robot_address: Option<String>,
     pub robot_name: String,
     #[diesel(deserialize_as = Micros)]
     pub run_at: DateTime<Utc>,
@@ -40,6 +41,11 @@ pub struct JobRecord {
     pub forced: bool,
     #[diesel(deserialize_as = OptionalMicros)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// The pool it runs in (docs/POOLS.md); `None` for a job addressed to one robot.
+    pub pool: Option<String>,
+    /// Due and waiting for a free robot of its pool since then.
+    #[diesel(deserialize_as = OptionalMicros)]
+    pub pool_waiting_since: Option<DateTime<Utc>>,
 }
 
 /// One state change of a job, or an event within a state (a resend, an acknowledgement): the
@@ -77,7 +83,9 @@ pub struct IdempotencyKey {
 pub struct NewJob {
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// Exactly one of `robot_address` and `pool` is set.
+    pub robot_address: Option<String>,
+    pub pool: Option<String>,
     pub robot_name: String,
     pub run_at: DateTime<Utc>,
     pub schedule_id: Option<i64>,
@@ -103,6 +111,7 @@ pub enum InsertJob {
 pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub robot_address: Option<String>,
+    pub pool: Option<String>,
     pub schedule_id: Option<i64>,
     /// Only ids below this one (the last id of the previous page).
     pub before: Option<i64>,
@@ -117,7 +126,7 @@ pub struct DueJob {
     /// Only jobs with a `wake_at` are due.
     #[diesel(select_expression = jobs::wake_at.assume_not_null(), deserialize_as = Micros)]
     pub wake_at: DateTime<Utc>,
-    pub robot_address: String,
+    pub robot_address: Option<String>,
 }
 
 /// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
@@ -149,6 +158,7 @@ pub(crate) fn insert_row(
             jobs::wake_at.eq(wake_at),
             jobs::delivery.eq(Delivery::Idle),
             jobs::forced.eq(false),
+            jobs::pool.eq(&job.pool),
         ))
         .returning(jobs::id)
         .get_result(tx.conn)?;
@@ -168,7 +178,7 @@ fn created_events(tx: &mut WriteTx<'_>, job: &NewJob, id: i64, failed: Option<&s
         from: None,
         to: status,
         attempts: 0,
-        robot_address: &job.robot_address,
+        robot_address: job.robot_address.as_deref(),
         last_error: failed,
     };
     tx.job_event(EventType::JobCreated, change, job.created_at, &job.reason);
@@ -201,6 +211,8 @@ fn new_record(job: &NewJob, id: i64, status: JobStatus, failed: Option<&str>) ->
         delivery: Delivery::Idle,
         forced: false,
         sent_at: None,
+        pool: job.pool.clone(),
+        pool_waiting_since: None,
     }
 }
 
@@ -232,6 +244,8 @@ impl WriteTx<'_> {
             }
         }
         let record = match &mut *self.conn {
+            // A pool job has no robot to check; a pool no robot belongs to yet is accepted.
+            _ if job.robot_address.is_none() => insert_row(self, job, None)?,
             // The foreign key tells an unknown robot, without a lookup of its own: the failed
             // statement changed nothing. (On PostgreSQL a failed statement aborts the whole
             // transaction, the batch's other writes with it: the insert checks the robot.)
@@ -283,6 +297,9 @@ impl ReadConn<'_> {
         if let Some(robot) = &filter.robot_address {
             query = query.filter(jobs::robot_address.eq(robot));
         }
+        if let Some(pool) = &filter.pool {
+            query = query.filter(jobs::pool.eq(pool));
+        }
         if let Some(schedule) = filter.schedule_id {
             query = query.filter(jobs::schedule_id.eq(schedule));
         }
@@ -312,11 +329,12 @@ impl ReadConn<'_> {
             // Several instances: the jobs of robots another instance holds are that instance's
             // to send. Those of robots nobody holds are everyone's (to park, or to fail as
             // missed); one instance gets each (see sending.rs).
-            due.inner_join(robots::table)
+            // A pool job not assigned yet has no robot: every instance may assign it.
+            due.left_join(robots::table)
                 .filter(
                     robots::instance_id
                         .is_null()
-                        .or(robots::instance_id.eq(self.instance)),
+                        .or(robots::instance_id.eq(self.instance).assume_not_null()),
                 )
                 .load(self.conn)?
         } else {

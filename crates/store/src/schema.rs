@@ -16,6 +16,7 @@ diesel::table! {
         instance_id -> Nullable<Text>,
         offline_since -> Nullable<BigInt>,
         unreachable_alerted -> Bool,
+        last_assigned_at -> BigInt,
     }
 }
 
@@ -35,7 +36,7 @@ diesel::table! {
         status -> Text,
         package -> Text,
         package_name -> Text,
-        robot_address -> Text,
+        robot_address -> Nullable<Text>,
         robot_name -> Text,
         run_at -> BigInt,
         schedule_id -> Nullable<BigInt>,
@@ -48,6 +49,9 @@ diesel::table! {
         forced -> Bool,
         sent_at -> Nullable<BigInt>,
         overdue_at -> Nullable<BigInt>,
+        pool -> Nullable<Text>,
+        declined_by -> Nullable<Text>,
+        pool_waiting_since -> Nullable<BigInt>,
     }
 }
 
@@ -98,6 +102,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    robot_pools (robot_address, pool) {
+        robot_address -> Text,
+        pool -> Text,
+    }
+}
+
+diesel::joinable!(robot_pools -> robots (robot_address));
 diesel::joinable!(robot_messages -> robots (robot_address));
 diesel::joinable!(robot_credentials -> robots (robot_address));
 diesel::joinable!(jobs -> robots (robot_address));
@@ -112,7 +124,7 @@ diesel::table! {
         end_at -> Nullable<BigInt>,
         package -> Text,
         package_name -> Text,
-        robot_address -> Text,
+        robot_address -> Nullable<Text>,
         robot_name -> Text,
         active -> Bool,
         next_run_at -> Nullable<BigInt>,
@@ -120,6 +132,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         ended_reason -> Nullable<Text>,
+        pool -> Nullable<Text>,
     }
 }
 
@@ -208,6 +221,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
     robot_credentials,
+    robot_pools,
     jobs,
     events,
     event_stream,

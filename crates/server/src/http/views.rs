@@ -36,6 +36,14 @@ pub(crate) struct RobotView {
     first_seen: String,
     last_seen: String,
     metadata: Box<RawValue>,
+    /// The pools it belongs to (docs/POOLS.md).
+    pools: Vec<String>,
+}
+
+impl RobotView {
+    pub(crate) fn with_pools(self, pools: Vec<String>) -> RobotView {
+        RobotView { pools, ..self }
+    }
 }
 
 impl From<RobotRecord> for RobotView {
@@ -51,6 +59,7 @@ impl From<RobotRecord> for RobotView {
             first_seen: time(robot.first_seen),
             last_seen: time(robot.last_seen),
             metadata: raw(&robot.metadata),
+            pools: Vec::new(),
         }
     }
 }
@@ -117,8 +126,11 @@ pub(crate) struct JobView {
     id: i64,
     status: &'static str,
     package: Box<RawValue>,
-    robot_address: String,
+    /// Null for a pool job until it is assigned.
+    robot_address: Option<String>,
     robot_name: String,
+    /// The pool it runs in; null for a job addressed to one robot.
+    pool: Option<String>,
     run_at: String,
     schedule_id: Option<i64>,
     attempts: i32,
@@ -137,6 +149,7 @@ impl From<JobRecord> for JobView {
             package: raw(&job.package),
             robot_address: job.robot_address,
             robot_name: job.robot_name,
+            pool: job.pool,
             run_at: time(job.run_at),
             schedule_id: job.schedule_id,
             attempts: job.attempts,
@@ -291,8 +304,10 @@ pub(crate) struct ScheduleView {
     start: Option<String>,
     end: Option<String>,
     package: Box<RawValue>,
-    robot_address: String,
+    /// Null for a pool's schedule.
+    robot_address: Option<String>,
     robot_name: String,
+    pool: Option<String>,
     active: bool,
     next_run_at: Option<String>,
     next_occurrences: Vec<String>,
@@ -329,6 +344,7 @@ impl ScheduleView {
             package: raw(&schedule.package),
             robot_address: schedule.robot_address,
             robot_name: schedule.robot_name,
+            pool: schedule.pool,
             active: schedule.active,
             next_run_at: schedule.next_run_at.map(time),
             next_occurrences: upcoming.into_iter().map(time).collect(),
