@@ -35,8 +35,10 @@ pub struct PoolSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolMember {
     pub address: String,
+    pub name: String,
     pub online: bool,
     pub free: bool,
+    pub last_seen: DateTime<Utc>,
 }
 
 /// The robot as `PUT /api/robots/{address}/pools` left it, and its event's snapshot.
@@ -107,16 +109,21 @@ fn summaries(
 ) -> Result<Vec<(PoolSummary, Vec<PoolMember>)>, StoreError> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let members: Vec<(String, bool)> = robot_pools::table
+        let members: Vec<(String, String, bool, i64)> = robot_pools::table
             .inner_join(robots::table)
             .filter(robot_pools::pool.eq(name))
             .order(robots::address.asc())
-            .select((robots::address, robots::online))
+            .select((
+                robots::address,
+                robots::name,
+                robots::online,
+                robots::last_seen,
+            ))
             .load(conn)?;
         let online: Vec<String> = members
             .iter()
-            .filter(|(_, online)| *online)
-            .map(|(address, _)| address.clone())
+            .filter(|(_, _, online, _)| *online)
+            .map(|(address, _, _, _)| address.clone())
             .collect();
         let busy = busy_robots(conn, &online, now, busy_timeout)?;
         let waiting: i64 = jobs::table
@@ -128,10 +135,12 @@ fn summaries(
             .get_result(conn)?;
         let robots: Vec<PoolMember> = members
             .into_iter()
-            .map(|(address, online)| PoolMember {
+            .map(|(address, name, online, last_seen)| PoolMember {
                 free: online && !busy.contains_key(&address),
                 address,
+                name,
                 online,
+                last_seen: crate::time::from_micros(last_seen),
             })
             .collect();
         out.push((

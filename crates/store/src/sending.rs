@@ -221,23 +221,25 @@ enum Assignment {
 /// How soon to look again when another instance was assigning a candidate robot.
 const POOL_LOCKED_RETRY_MICROS: i64 = 50_000;
 
-/// The choice rule (docs/POOLS.md): among the online, free robots of the pool, the one assigned
-/// a job least recently, ties by lowest address; the robot that gave the job back only when no
-/// other is free. With several instances the chosen robot's row is locked (`SKIP LOCKED`: one
-/// another instance is assigning right now is passed over) and its busyness read again after
-/// the lock, so that two instances never both give a job to one robot. The assignment is
-/// written at once (the job's robot, the robot's `last_assigned_at`), so the next job of the
-/// same batch sees the robot busy.
-fn assign(
+/// What one batch knows of a pool's robots, read once per pool and batch (a batch of 500 due
+/// jobs in a pool of 2,000 robots reads the robots once, not 500 times): the free online robots
+/// in the order of the choice rule, and when the earliest busy one is free again by its timeout.
+pub(crate) struct PoolState {
+    /// (address, holding instance, last assigned), least recently assigned first, ties by
+    /// address.
+    free: Vec<(String, Option<String>, i64)>,
+    /// The earliest moment a busy robot of the pool is free by `--pool-busy-timeout`.
+    free_at: Option<i64>,
+    /// A candidate was passed over because another instance held its row.
+    skipped: bool,
+}
+
+fn pool_state(
     conn: &mut DbConnection,
-    instance: &str,
-    job_id: i64,
-    job: &Current,
     pool: &str,
     now: DateTime<Utc>,
     policy: &DeliveryPolicy,
-    reach: &mut dyn FnMut(&str) -> Reach,
-) -> Result<Assignment, StoreError> {
+) -> Result<PoolState, StoreError> {
     let members: Vec<(String, Option<String>, i64)> = robot_pools::table
         .inner_join(robots::table)
         .filter(robot_pools::pool.eq(pool))
@@ -250,21 +252,45 @@ fn assign(
         .load(conn)?;
     let addresses: Vec<String> = members.iter().map(|(a, _, _)| a.clone()).collect();
     let busy = crate::pools::busy_robots(conn, &addresses, now, policy.pool_busy_timeout)?;
-    let mut free: Vec<&(String, Option<String>, i64)> = members
-        .iter()
+    let mut free: Vec<(String, Option<String>, i64)> = members
+        .into_iter()
         .filter(|(address, _, _)| !busy.contains_key(address))
         .collect();
+    free.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+    Ok(PoolState {
+        free,
+        free_at: busy.values().flatten().min().copied(),
+        skipped: false,
+    })
+}
+
+/// The choice rule (docs/POOLS.md): among the online, free robots of the pool, the one assigned
+/// a job least recently, ties by lowest address; the robot that gave the job back only when no
+/// other is free. With several instances the chosen robot's row is locked (`SKIP LOCKED`: one
+/// another instance is assigning right now is passed over) and its busyness read again after
+/// the lock, so that two instances never both give a job to one robot. The assignment is
+/// written at once (the job's robot, the robot's `last_assigned_at`) and the robot leaves the
+/// batch's free list, so the next job of the same batch sees it busy.
+#[allow(clippy::too_many_arguments)]
+fn assign(
+    conn: &mut DbConnection,
+    instance: &str,
+    job_id: i64,
+    job: &Current,
+    state: &mut PoolState,
+    now: DateTime<Utc>,
+    policy: &DeliveryPolicy,
+    reach: &mut dyn FnMut(&str) -> Reach,
+) -> Result<Assignment, StoreError> {
     let declined_by = job.declined_by.as_deref();
-    free.sort_by(|a, b| {
-        (Some(a.0.as_str()) == declined_by, a.2, &a.0).cmp(&(
-            Some(b.0.as_str()) == declined_by,
-            b.2,
-            &b.0,
-        ))
-    });
+    // The robot that gave this job back goes last (a stable move keeps the others' order).
+    let mut order: Vec<usize> = (0..state.free.len()).collect();
+    order.sort_by_key(|&i| Some(state.free[i].0.as_str()) == declined_by);
     let shared = conn.shared();
-    let mut skipped = false;
-    for (address, holder, _) in free {
+    let mut gone = Vec::new();
+    let mut chosen = None;
+    for index in order {
+        let (address, holder, _) = &state.free[index];
         let holder = holder.as_deref().filter(|h| shared && *h != instance);
         if shared {
             let locked: Option<String> = locked!(
@@ -277,7 +303,9 @@ fn assign(
                 |q, c| q.first(c).optional()
             )?;
             if locked.is_none() {
-                skipped = true;
+                // Another instance is assigning to it, or it went offline: not this batch's.
+                state.skipped = true;
+                gone.push(index);
                 continue;
             }
             // Read after the lock: an assignment another instance committed meanwhile counts.
@@ -288,36 +316,51 @@ fn assign(
                 policy.pool_busy_timeout,
             )?;
             if !again.is_empty() {
+                gone.push(index);
                 continue;
             }
         }
         if holder.is_none() && reach(address) != Reach::Ready {
             // Its queue is full, or its connection just ended: not free for a new job.
+            gone.push(index);
             continue;
         }
+        chosen = Some((index, address.clone(), holder.map(str::to_owned)));
+        break;
+    }
+    if let Some((index, address, holder)) = chosen {
+        gone.push(index);
+        gone.sort_unstable();
+        for index in gone.into_iter().rev() {
+            state.free.remove(index);
+        }
         let now_micros = to_micros(now);
-        diesel::update(robots::table.find(address))
+        diesel::update(robots::table.find(&address))
             .set(robots::last_assigned_at.eq(now_micros))
             .execute(conn)?;
         diesel::update(jobs::table.find(job_id))
             .set((
-                jobs::robot_address.eq(Some(address)),
+                jobs::robot_address.eq(Some(&address)),
                 jobs::pool_waiting_since.eq(None::<i64>),
                 jobs::wake_at.eq(Some(now_micros)),
             ))
             .execute(conn)?;
         return Ok(match holder {
-            None => Assignment::Local(address.clone()),
+            None => Assignment::Local(address),
             Some(holder) => Assignment::Remote {
-                robot: address.clone(),
-                holder: holder.to_owned(),
+                robot: address,
+                holder,
             },
         });
     }
-    let retry_at = if skipped {
+    gone.sort_unstable();
+    for index in gone.into_iter().rev() {
+        state.free.remove(index);
+    }
+    let retry_at = if state.skipped {
         Some(to_micros(now) + POOL_LOCKED_RETRY_MICROS)
     } else {
-        busy.values().flatten().min().copied()
+        state.free_at
     };
     Ok(Assignment::NoneFree { retry_at })
 }
@@ -393,6 +436,7 @@ impl WriteTx<'_> {
         let holders = held_elsewhere(self.conn, &rows, self.instance)?;
         let now_micros = to_micros(now);
         let mut decisions = Vec::with_capacity(ids.len());
+        let mut pools: HashMap<String, PoolState> = HashMap::new();
         for id in ids {
             let Some(job) = rows.get_mut(id) else {
                 decisions.push((*id, None));
@@ -421,7 +465,7 @@ impl WriteTx<'_> {
             if job.status == JobStatus::Pending
                 && let Some(pool) = job.pool.clone()
             {
-                let decision = self.decide_pool(*id, job, &pool, now, reach, policy)?;
+                let decision = self.decide_pool(*id, job, &pool, &mut pools, now, reach, policy)?;
                 decisions.push((*id, Some(decision)));
                 continue;
             }
@@ -462,11 +506,13 @@ impl WriteTx<'_> {
     /// A due Pending pool job: sent to the robot it was assigned to if that robot is here and
     /// ready, else (re)assigned by the choice rule, or left waiting for a free robot. `job`
     /// is updated to the assignment, so the claim and its event name the robot.
+    #[allow(clippy::too_many_arguments)]
     fn decide_pool(
         &mut self,
         id: i64,
         job: &mut Current,
         pool: &str,
+        pools: &mut HashMap<String, PoolState>,
         now: DateTime<Utc>,
         reach: &mut dyn FnMut(&str) -> Reach,
         policy: &DeliveryPolicy,
@@ -486,7 +532,14 @@ impl WriteTx<'_> {
         if let Decision::Fail(reason) = decide(job, now, Reach::Offline, policy, "") {
             return Ok(Decision::Fail(reason));
         }
-        match assign(self.conn, self.instance, id, job, pool, now, policy, reach)? {
+        if !pools.contains_key(pool) {
+            let state = pool_state(self.conn, pool, now, policy)?;
+            pools.insert(pool.to_owned(), state);
+        }
+        let state = pools
+            .get_mut(pool)
+            .ok_or_else(|| StoreError::vanished("pool", id))?;
+        match assign(self.conn, self.instance, id, job, state, now, policy, reach)? {
             Assignment::Local(address) => {
                 job.robot_address = Some(address);
                 job.pool_waiting_since = None;

@@ -61,8 +61,10 @@ struct PoolView {
 #[derive(Serialize)]
 struct MemberView {
     robot_address: String,
+    robot_name: String,
     online: bool,
     free: bool,
+    last_seen: String,
 }
 
 impl From<PoolSummary> for PoolView {
@@ -82,8 +84,10 @@ impl From<PoolMember> for MemberView {
     fn from(member: PoolMember) -> MemberView {
         MemberView {
             robot_address: member.address,
+            robot_name: member.name,
             online: member.online,
             free: member.free,
+            last_seen: crate::http::views::time(member.last_seen),
         }
     }
 }
@@ -169,6 +173,8 @@ fn pools_of(body: &Value) -> Result<Vec<String>, FieldErrors> {
     }
 }
 
+/// As for triggers: a body that cannot be read is 400/413/415, one that is not a pool list 422,
+/// and then an unknown robot 404.
 async fn set_pools(app: &App, segment: &str, body: Value) -> Result<Response, Problem> {
     let address = RobotAddress::new(&crate::http::percent::decode(segment, false));
     let pools = pools_of(&body).map_err(Problem::validation)?;
