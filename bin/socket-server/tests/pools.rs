@@ -156,6 +156,11 @@ async fn membership_routes_and_shapes() {
         ))
         .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(
+        events["items"][0]["data"]["robot"]["pools"],
+        json!(["finance", "night"]),
+        "{events}"
+    );
 
     // Triggers: a pool nobody is in is accepted; both robot and pool is refused.
     let (status, job) = server.post("/api/jobs", &pool_trigger("empty")).await;

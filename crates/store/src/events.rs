@@ -325,6 +325,11 @@ pub struct EventRecord {
 pub enum SubjectState {
     Job(Box<JobRecord>),
     Robot(Box<RobotRecord>),
+    /// A robot whose pools an operator set (`robot.updated`): the robot with its pools.
+    RobotWithPools {
+        robot: Box<RobotRecord>,
+        pools: Vec<String>,
+    },
     /// A robot's credential was created or revoked: the robot, and the credential (never its
     /// token).
     Credential {
@@ -535,6 +540,22 @@ fn snapshot(kind: &str, subject: &str, data: Option<&str>) -> Result<SubjectStat
     fn parse<T: DeserializeOwned>(data: Option<&str>) -> Result<Option<T>, StoreError> {
         data.map(|text| serde_json::from_str(text).map_err(StoreError::snapshot))
             .transpose()
+    }
+    if kind == EventType::RobotUpdated.as_str() {
+        #[derive(serde::Deserialize)]
+        struct Snapshot {
+            #[serde(flatten)]
+            robot: RobotRecord,
+            #[serde(default)]
+            pools: Vec<String>,
+        }
+        return Ok(match parse::<Snapshot>(data)? {
+            Some(snapshot) => SubjectState::RobotWithPools {
+                robot: Box::new(snapshot.robot),
+                pools: snapshot.pools,
+            },
+            None => SubjectState::Other(None),
+        });
     }
     if kind.starts_with("robot.credential_") {
         return Ok(match parse::<CredentialSnapshot>(data)? {

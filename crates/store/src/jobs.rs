@@ -95,6 +95,9 @@ pub struct NewJob {
     pub idempotency: Option<IdempotencyKey>,
 }
 
+// One answer per trigger, moved once and never kept in bulk: boxing the record would cost an
+// allocation per trigger for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertJob {
     Created(JobRecord),

@@ -254,6 +254,9 @@ impl From<EventRecord> for CloudEvent {
                 data.job = Some(JobView::from(*job));
             }
             SubjectState::Robot(robot) => data.robot = Some(RobotView::from(*robot)),
+            SubjectState::RobotWithPools { robot, pools } => {
+                data.robot = Some(RobotView::from(*robot).with_pools(pools));
+            }
             SubjectState::Credential { robot, credential } => {
                 data.robot = Some(RobotView::from(*robot));
                 data.credential = Some(CredentialView::from(*credential));

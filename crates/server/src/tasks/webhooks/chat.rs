@@ -22,7 +22,9 @@ pub(super) fn summary(event: &EventRecord) -> String {
             },
             job.status.as_str()
         ),
-        SubjectState::Robot(robot) => format!("robot {} ({})", robot.name, robot.address),
+        SubjectState::Robot(robot) | SubjectState::RobotWithPools { robot, .. } => {
+            format!("robot {} ({})", robot.name, robot.address)
+        }
         SubjectState::Credential { robot, credential } => format!(
             "credential {} ({}) of robot {} ({})",
             credential.id, credential.description, robot.name, robot.address
