@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 def test_a_robots_pools_the_pools_table_and_a_pool_job_from_the_form(server, start_robot, open_page):
     robot = start_robot(server, "LAPTOP-FIN-1", "00AA00000011")
     page = open_page(server, "#/robots/00AA00000011")
-    page.get_by_label("Pools").fill("finance, night")
+    page.get_by_role("textbox", name="Pools").fill("finance, night")
     page.get_by_role("button", name="Save pools").click()
     server.wait_for(lambda: server.get("/api/robots/00AA00000011")["pools"] == ["finance", "night"], "pools saved")
 
