@@ -267,7 +267,11 @@ pub struct P9Args {
     pub jobs: usize,
     #[arg(long, default_value = "16", value_parser = parse_count)]
     pub clients: usize,
-    /// Longest wait, from the first trigger, for every job to be Succeeded.
+    /// Every job is due at T, a whole second at least this long after the robots joined the
+    /// pool; every job must be created before T.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lead: Duration,
+    /// Longest wait, from T, for every job to be Succeeded.
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[arg(long, default_value = "180s", value_parser = parse_duration)]

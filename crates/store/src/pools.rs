@@ -93,6 +93,46 @@ pub(crate) fn busy_robots(
     Ok(busy)
 }
 
+/// Several instances (PostgreSQL): the lock that orders deciding on pool jobs against waking
+/// them. Without it an instance could read a robot busy and park a job while another instance
+/// frees that robot and looks for waiting jobs before the park is committed: the job would wait
+/// for the next report. Deciding takes it without waiting (`wait` false: pool jobs another
+/// instance is deciding on or waking are looked at again shortly, see sending.rs); waking waits
+/// for it, so it sees the parked job, or the decision sees the robot free. One lock for all
+/// pools, so that wakers (several in one batch) never take two in different orders. SQLite's
+/// one writer orders them already. Transaction-level: released by the commit.
+pub(crate) fn lock_pools(conn: &mut DbConnection, wait: bool) -> Result<bool, StoreError> {
+    match conn {
+        DbConnection::Sqlite(_) => {
+            let _ = wait;
+            Ok(true)
+        }
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(conn) => {
+            if wait {
+                diesel::select(pg::pg_advisory_xact_lock(POOLS_LOCK)).execute(conn)?;
+                Ok(true)
+            } else {
+                Ok(diesel::select(pg::pg_try_advisory_xact_lock(POOLS_LOCK)).get_result(conn)?)
+            }
+        }
+    }
+}
+
+/// The key of [`lock_pools`] (the events' lock is another key).
+#[cfg(feature = "postgres")]
+const POOLS_LOCK: i64 = 0x7270_615f_706f_6f6c; // "rpa_pool"
+
+#[cfg(feature = "postgres")]
+mod pg {
+    diesel::define_sql_function! {
+        fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
+    }
+    diesel::define_sql_function! {
+        fn pg_try_advisory_xact_lock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool;
+    }
+}
+
 fn pools_of(conn: &mut DbConnection, address: &str) -> Result<Vec<String>, StoreError> {
     Ok(robot_pools::table
         .filter(robot_pools::robot_address.eq(address))
@@ -228,6 +268,7 @@ impl WriteTx<'_> {
         if pools.is_empty() {
             return Ok(Vec::new());
         }
+        lock_pools(self.conn, true)?;
         let now_micros = to_micros(now);
         // Parked (no wake-up), or waiting for a wake-up later than now. Not a job still backing
         // off after a decline: `pool_waiting_since` is set only on jobs that found no robot.

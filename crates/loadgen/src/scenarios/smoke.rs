@@ -190,6 +190,7 @@ pub(super) async fn run(args: &SmokeArgs) -> SmokeOutcome {
         robots,
         jobs: 10 * robots,
         clients: 8,
+        lead: Duration::from_secs(2),
         timeout: Duration::from_secs(60),
         register_timeout: Duration::from_secs(30),
     };
