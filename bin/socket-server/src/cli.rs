@@ -146,6 +146,16 @@ pub(crate) struct Cli {
     #[arg(long, env = "SOCKET_SERVER_MAX_DELIVERY_ATTEMPTS", default_value_t = defaults().max_delivery_attempts, value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
     max_delivery_attempts: u32,
 
+    /// A robot that was sent a job and has not reported it is busy for pool jobs this long
+    /// (docs/POOLS.md); the job stays Executed.
+    #[arg(long, env = "SOCKET_SERVER_POOL_BUSY_TIMEOUT", default_value = shown!(format_duration(defaults().pool_busy_timeout)), value_parser = positive_duration, value_name = "DURATION")]
+    pool_busy_timeout: Duration,
+
+    /// A job sent and not reported within this fails ("no report within ..."), freeing its
+    /// robot; a later report is kept as a message. Default: never.
+    #[arg(long, env = "SOCKET_SERVER_JOB_REPORT_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    job_report_timeout: Option<Duration>,
+
     /// How long an extended robot has to acknowledge a package before it is sent again.
     #[arg(long, env = "SOCKET_SERVER_ACK_TIMEOUT", default_value = shown!(format_duration(defaults().ack_timeout)), value_parser = positive_duration, value_name = "DURATION")]
     ack_timeout: Duration,
@@ -467,6 +477,8 @@ impl Cli {
             misfire_grace: self.misfire_grace,
             max_delivery_attempts: self.max_delivery_attempts,
             ack_timeout: self.ack_timeout,
+            pool_busy_timeout: self.pool_busy_timeout,
+            job_report_timeout: self.job_report_timeout,
             log_retention_days: self.log_retention_days,
             job_retention_days: self.job_retention_days,
             retention_interval: self.retention_interval,

@@ -142,7 +142,9 @@ async fn start() -> (Server, Ws) {
 /// The template with its parameters filled by things that exist: a fresh pending job, or a
 /// fresh schedule, and the registered robot.
 async fn fill(server: &Server, template: &str) -> String {
-    let mut path = template.replace("{address}", ROBOT);
+    let mut path = template
+        .replace("{address}", ROBOT)
+        .replace("{name}", "finance");
     if path.contains("{id}") {
         let id = if path.starts_with("/api/schedules/") {
             new_schedule(server).await
@@ -444,11 +446,16 @@ async fn errors_are_the_documented_problems() {
     ];
     let mut checked = 0;
     for operation in operations(&doc) {
+        // A route that needs a body is asked about an unknown subject with a body it takes.
+        let example = body_examples(&doc, operation.spec)
+            .into_iter()
+            .next()
+            .map(|(_, body)| body.to_string());
         let mut requests: Vec<(String, Option<Body<'_>>, u16)> = Vec::new();
         if operation.spec.get("requestBody").is_some() {
             for (body, kind, status) in &bodies {
-                // A trigger is no webhook, no credential and no robot record: each of the
-                // trigger bodies fails their validation.
+                // A trigger is no webhook, no credential, no robot record and no pool list: each
+                // of the trigger bodies fails their validation.
                 let strict = operation.path == "/api/webhooks"
                     || operation.path.ends_with("/credentials")
                     || operation.method == "PUT";
@@ -460,15 +467,22 @@ async fn errors_are_the_documented_problems() {
                 requests.push((operation.path.clone(), Some((body, kind)), status));
             }
         }
-        // Enrolling or recording an unknown address records it: no 404 there.
+        // Enrolling or recording an unknown address records it: no 404 there (giving pools to
+        // one is 404). A pool's name is never unknown: one nothing uses is 200 with zeros (and
+        // `{name}` itself is not a name).
         let enrols = (operation.method == "POST" && operation.path.ends_with("/credentials"))
-            || operation.method == "PUT";
-        if operation.path.contains('{') && !enrols {
+            || (operation.method == "PUT" && !operation.path.ends_with("/pools"));
+        let pool = operation.path.starts_with("/api/pools/");
+        if operation.path.contains('{') && !enrols && !pool {
             let path = operation
                 .path
                 .replace("{id}", "999999")
                 .replace("{address}", "FFFFFFFFFFFF");
-            requests.push((path, None, 404));
+            let body = (operation.method == "PUT")
+                .then_some(example.as_deref())
+                .flatten()
+                .map(|body| (body, "application/json"));
+            requests.push((path, body, 404));
         }
         if operation.spec["parameters"]
             .as_array()

@@ -50,6 +50,9 @@ pub enum Scenario {
     /// P8: N robots drop their connections at once and reconnect at once.
     #[command(name = "p8-reconnect")]
     P8Reconnect(P8Args),
+    /// P9: pool jobs fanned out through one pool of robots that report (docs/POOLS.md).
+    #[command(name = "p9-pool")]
+    P9Pool(P9Args),
     /// Every scenario with tiny sizes, each against its own freshly started server (for CI).
     Smoke(SmokeArgs),
     /// Internal: a process holding robots, driven over stdin/stdout.
@@ -249,6 +252,30 @@ pub struct P7Args {
     /// Longest time the database filling may take; the run stops with an error beyond it.
     #[arg(long, default_value = "1800s", value_parser = parse_duration)]
     pub fill_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct P9Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Robots, all in one pool, each reporting success on every package. The default is a
+    /// smoke size; the run is --robots 2000 --jobs 20000.
+    #[arg(long, default_value = "20", value_parser = parse_count)]
+    pub robots: usize,
+    /// Pool jobs, all due at once.
+    #[arg(long, default_value = "200", value_parser = parse_count)]
+    pub jobs: usize,
+    #[arg(long, default_value = "16", value_parser = parse_count)]
+    pub clients: usize,
+    /// Every job is due at T, a whole second at least this long after the robots joined the
+    /// pool; every job must be created before T.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lead: Duration,
+    /// Longest wait, from T, for every job to be Succeeded.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    pub register_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -104,6 +104,7 @@ fn json_path(scenario: &Scenario) -> Option<std::path::PathBuf> {
         Scenario::P6Lateness(a) => a.common.json.clone(),
         Scenario::P7Restart(a) => a.common.json.clone(),
         Scenario::P8Reconnect(a) => a.common.json.clone(),
+        Scenario::P9Pool(a) => a.common.json.clone(),
         Scenario::Smoke(a) => a.common.json.clone(),
         Scenario::Worker(_) => None,
     }

@@ -12,7 +12,8 @@ pub use names::is_safe_package_name;
 pub use path::is_safe_path;
 pub use rpa_validation::{FieldError, FieldErrorKind, FieldErrors};
 pub use trigger::{
-    Package, RobotRef, Trigger, validate_robot_name, validate_trigger, validate_trigger_body,
+    MAX_POOL_CHARS, POOL_NAME_RULE, Package, RobotRef, Target, Trigger, is_valid_pool_name,
+    validate_robot_name, validate_trigger, validate_trigger_body,
 };
 
 /// Largest serialized `Package` object, in bytes. The `_event` dialect delivers the package

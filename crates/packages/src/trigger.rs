@@ -177,9 +177,49 @@ fn top_level_keys(json: &str) -> Option<usize> {
 /// The robot a trigger is for, as received. The server normalises MAC addresses itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RobotRef {
+    /// Optional for a pool (then empty).
     pub robot_name: String,
-    pub robot_address: String,
+    pub target: Target,
 }
+
+/// One robot, or any free robot of a pool (docs/POOLS.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Address(String),
+    Pool(String),
+}
+
+impl RobotRef {
+    /// The robot's address as received, or None for a pool.
+    pub fn robot_address(&self) -> Option<&str> {
+        match &self.target {
+            Target::Address(address) => Some(address),
+            Target::Pool(_) => None,
+        }
+    }
+
+    pub fn pool(&self) -> Option<&str> {
+        match &self.target {
+            Target::Pool(pool) => Some(pool),
+            Target::Address(_) => None,
+        }
+    }
+}
+
+/// Longest pool name, in characters.
+pub const MAX_POOL_CHARS: usize = 64;
+
+/// A pool name: 1 to 64 letters, digits, `.`, `_` or `-` (docs/POOLS.md).
+pub fn is_valid_pool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_POOL_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The sentence of a field error about a pool name.
+pub const POOL_NAME_RULE: &str = "Must be 1 to 64 letters, digits, '.', '_' or '-'.";
 
 /// Validates a whole trigger document and reports every problem in it, in document order.
 pub fn validate_trigger(doc: &Value) -> Result<Trigger, FieldErrors> {
@@ -199,11 +239,40 @@ pub fn validate_trigger(doc: &Value) -> Result<Trigger, FieldErrors> {
     });
 
     let robot = section(doc, "Robot", &mut problems).and_then(|obj| {
+        // A pool instead of an address: any free robot of it; the name is then optional.
+        match obj.get("pool") {
+            None | Some(Value::Null) => {}
+            Some(pool) => {
+                if obj.get("robot_address").is_some_and(|v| !v.is_null()) {
+                    problems.push(FieldError::invalid(
+                        "Robot.pool",
+                        "Give robot_address or pool, not both.",
+                    ));
+                    return None;
+                }
+                let pool = match pool.as_str() {
+                    Some(pool) if is_valid_pool_name(pool) => pool,
+                    _ => {
+                        problems.push(FieldError::invalid("Robot.pool", POOL_NAME_RULE));
+                        return None;
+                    }
+                };
+                let robot_name = match obj.get("robot_name") {
+                    None | Some(Value::Null) => Some(""),
+                    Some(Value::String(name)) if name.is_empty() => Some(""),
+                    Some(_) => robot_field(obj, "robot_name", &mut problems),
+                };
+                return Some(RobotRef {
+                    robot_name: robot_name?.to_owned(),
+                    target: Target::Pool(pool.to_owned()),
+                });
+            }
+        }
         let robot_name = robot_field(obj, "robot_name", &mut problems);
         let robot_address = robot_field(obj, "robot_address", &mut problems);
         Some(RobotRef {
             robot_name: robot_name?.to_owned(),
-            robot_address: robot_address?.to_owned(),
+            target: Target::Address(robot_address?.to_owned()),
         })
     });
 

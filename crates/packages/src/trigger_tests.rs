@@ -62,7 +62,7 @@ fn seed_document_is_accepted() {
         trigger.robot,
         RobotRef {
             robot_name: "LAPTOP-TAUNF8FD".to_owned(),
-            robot_address: "001AFFDB45C2".to_owned(),
+            target: Target::Address("001AFFDB45C2".to_owned()),
         }
     );
     assert_eq!(
@@ -221,7 +221,7 @@ fn schedule_content_is_not_checked() {
 fn robot_fields_are_kept_as_received() {
     let doc = with("/Robot/robot_address", Some(json!(" 00:1a:ff:db:45:c2 ")));
     let trigger = validate_trigger(&doc).unwrap();
-    assert_eq!(trigger.robot.robot_address, " 00:1a:ff:db:45:c2 ");
+    assert_eq!(trigger.robot.robot_address(), Some(" 00:1a:ff:db:45:c2 "));
     let max = "r".repeat(crate::MAX_ROBOT_FIELD_CHARS);
     assert!(validate_trigger(&with("/Robot/robot_name", Some(json!(max)))).is_ok());
 }
@@ -354,4 +354,33 @@ fn problems_of_body(doc: &Value, body: &str) -> Vec<(String, FieldErrorKind)> {
         .iter()
         .map(|e| (e.field.clone(), e.kind))
         .collect()
+}
+
+#[test]
+fn a_pool_instead_of_an_address() {
+    let doc = json!({
+        "Package": {"package_name": "p", "path": "a/b.std"},
+        "Robot": {"pool": "finance.night_1"},
+        "Schedule": {"date": "15-7", "time": "9:00:00"}
+    });
+    let trigger = validate_trigger(&doc).unwrap();
+    assert_eq!(trigger.robot.pool(), Some("finance.night_1"));
+    assert_eq!(trigger.robot.robot_address(), None);
+    assert_eq!(trigger.robot.robot_name, "");
+
+    let refused = |robot: Value| {
+        let mut doc = doc.clone();
+        doc["Robot"] = robot;
+        let errors = validate_trigger(&doc).unwrap_err();
+        errors.iter().map(|e| e.field.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(refused(json!({"pool": "a b"})), ["Robot.pool"]);
+    assert_eq!(refused(json!({"pool": ""})), ["Robot.pool"]);
+    assert_eq!(refused(json!({"pool": "p".repeat(65)})), ["Robot.pool"]);
+    assert_eq!(refused(json!({"pool": 3})), ["Robot.pool"]);
+    assert_eq!(
+        refused(json!({"pool": "x", "robot_address": "001AFFDB45C2"})),
+        ["Robot.pool"]
+    );
+    assert!(is_valid_pool_name(&"p".repeat(64)));
 }

@@ -192,6 +192,8 @@ impl Server {
             misfire_grace: config.misfire_grace.map(delta),
             overdue_after: (!config.alert_job_overdue_after.is_zero())
                 .then(|| delta(config.alert_job_overdue_after)),
+            pool_busy_timeout: delta(config.pool_busy_timeout),
+            report_timeout: config.job_report_timeout.map(delta),
         };
         let recovery_store = store.clone();
         let (lease, description) = (

@@ -178,6 +178,12 @@ pub struct Config {
     pub max_delivery_attempts: u32,
     /// How long an extended robot has to acknowledge a package before it is sent again.
     pub ack_timeout: Duration,
+    /// A robot sent a job that is still unreported is busy for pool jobs this long
+    /// (docs/POOLS.md); the job's status does not change.
+    pub pool_busy_timeout: Duration,
+    /// A job sent and unreported this long fails ("no report within ..."), which frees its
+    /// robot; `None`: never.
+    pub job_report_timeout: Option<Duration>,
     /// Daily log files older than this many days are deleted (0 keeps them all).
     pub log_retention_days: u32,
     /// Finished jobs, their events, robot messages and schedule events older than this many
@@ -230,6 +236,8 @@ impl Default for Config {
             misfire_grace: None,
             max_delivery_attempts: 5,
             ack_timeout: Duration::from_secs(30),
+            pool_busy_timeout: Duration::from_secs(15 * 60),
+            job_report_timeout: None,
             log_retention_days: 30,
             job_retention_days: None,
             retention_interval: Duration::from_secs(3600),
@@ -297,6 +305,7 @@ impl Config {
             ("--event-retention", self.event_retention),
             ("--webhook-retry-for", self.webhook_retry_for),
             ("--ack-timeout", self.ack_timeout),
+            ("--pool-busy-timeout", self.pool_busy_timeout),
             ("--retention-interval", self.retention_interval),
             ("--write-timeout", limits.write_timeout),
             ("--header-timeout", limits.header_timeout),

@@ -30,7 +30,8 @@ fn main() {
     let job = NewJob {
         package: r#"{"package_name":"bench","path":"a/b.std"}"#.into(),
         package_name: "bench".into(),
-        robot_address: "001AFFDB45C2".into(),
+        robot_address: Some("001AFFDB45C2".into()),
+        pool: None,
         robot_name: "bench".into(),
         run_at: Utc::now() + chrono::TimeDelta::days(365),
         schedule_id: None,

@@ -59,9 +59,9 @@ pub enum EventType {
     RobotOnline,
     RobotOffline,
     RobotUnreachable,
+    RobotUpdated,
     RobotCredentialCreated,
     RobotCredentialRevoked,
-    RobotUpdated,
     ScheduleCreated,
     ScheduleDeleted,
     ScheduleSkipped,
@@ -87,9 +87,9 @@ impl EventType {
         EventType::RobotOnline,
         EventType::RobotOffline,
         EventType::RobotUnreachable,
+        EventType::RobotUpdated,
         EventType::RobotCredentialCreated,
         EventType::RobotCredentialRevoked,
-        EventType::RobotUpdated,
         EventType::ScheduleCreated,
         EventType::ScheduleDeleted,
         EventType::ScheduleSkipped,
@@ -115,9 +115,9 @@ impl EventType {
             EventType::RobotOnline => "robot.online",
             EventType::RobotOffline => "robot.offline",
             EventType::RobotUnreachable => "robot.unreachable",
+            EventType::RobotUpdated => "robot.updated",
             EventType::RobotCredentialCreated => "robot.credential_created",
             EventType::RobotCredentialRevoked => "robot.credential_revoked",
-            EventType::RobotUpdated => "robot.updated",
             EventType::ScheduleCreated => "schedule.created",
             EventType::ScheduleDeleted => "schedule.deleted",
             EventType::ScheduleSkipped => "schedule.skipped",
@@ -143,7 +143,8 @@ pub(crate) struct JobChange<'a> {
     pub(crate) from: Option<JobStatus>,
     pub(crate) to: JobStatus,
     pub(crate) attempts: i32,
-    pub(crate) robot_address: &'a str,
+    /// `None` while a pool job has no robot.
+    pub(crate) robot_address: Option<&'a str>,
     pub(crate) last_error: Option<&'a str>,
 }
 
@@ -164,7 +165,7 @@ struct JobState {
     from: Option<JobStatus>,
     to: JobStatus,
     attempts: i32,
-    robot_address: String,
+    robot_address: Option<String>,
     last_error: Option<String>,
 }
 
@@ -188,7 +189,7 @@ impl WriteTx<'_> {
                 from: change.from,
                 to: change.to,
                 attempts: change.attempts,
-                robot_address: change.robot_address.to_owned(),
+                robot_address: change.robot_address.map(str::to_owned),
                 last_error: change.last_error.map(str::to_owned),
             }),
             data: None,
@@ -250,7 +251,7 @@ pub(crate) fn flush(
                     events::from_status.eq(job.and_then(|job| job.from)),
                     events::to_status.eq(job.map(|job| job.to)),
                     events::attempts.eq(job.map(|job| job.attempts)),
-                    events::robot_address.eq(job.map(|job| job.robot_address.as_str())),
+                    events::robot_address.eq(job.and_then(|job| job.robot_address.as_deref())),
                     events::last_error.eq(job.and_then(|job| job.last_error.as_deref())),
                     events::data.eq(event.data.as_deref()),
                 )
@@ -330,6 +331,11 @@ pub struct EventRecord {
 pub enum SubjectState {
     Job(Box<JobRecord>),
     Robot(Box<RobotRecord>),
+    /// A robot whose pools an operator set (`robot.updated`): the robot with its pools.
+    RobotWithPools {
+        robot: Box<RobotRecord>,
+        pools: Vec<String>,
+    },
     /// A robot's credential was created or revoked: the robot, and the credential (never its
     /// token).
     Credential {
@@ -513,10 +519,8 @@ fn records(conn: &mut DbConnection, rows: Vec<EventRow>) -> Result<Vec<EventReco
                     Some(job) => SubjectState::Job(Box::new(JobRecord {
                         status: row.to_status.unwrap_or(job.status),
                         attempts: row.attempts.unwrap_or(job.attempts),
-                        robot_address: row
-                            .robot_address
-                            .clone()
-                            .unwrap_or_else(|| job.robot_address.clone()),
+                        // A pool job's event before its assignment names no robot.
+                        robot_address: row.robot_address.clone(),
                         last_error: row.last_error.clone(),
                         updated_at: row.at,
                         ..job.clone()
@@ -542,6 +546,22 @@ fn snapshot(kind: &str, subject: &str, data: Option<&str>) -> Result<SubjectStat
     fn parse<T: DeserializeOwned>(data: Option<&str>) -> Result<Option<T>, StoreError> {
         data.map(|text| serde_json::from_str(text).map_err(StoreError::snapshot))
             .transpose()
+    }
+    if kind == EventType::RobotUpdated.as_str() {
+        #[derive(serde::Deserialize)]
+        struct Snapshot {
+            #[serde(flatten)]
+            robot: RobotRecord,
+            #[serde(default)]
+            pools: Vec<String>,
+        }
+        return Ok(match parse::<Snapshot>(data)? {
+            Some(snapshot) => SubjectState::RobotWithPools {
+                robot: Box::new(snapshot.robot),
+                pools: snapshot.pools,
+            },
+            None => SubjectState::Other(None),
+        });
     }
     if kind.starts_with("robot.credential_") {
         return Ok(match parse::<CredentialSnapshot>(data)? {

@@ -175,6 +175,12 @@ impl WriteTx<'_> {
             } else {
                 let after =
                     self.set_status(id, JobStatus::Pending, Delivery::Idle, wake_at, now)?;
+                // A pool job is due again at once, for whichever robot of its pool is free.
+                if crate::transitions::release_to_pool(self.conn, id, None)? {
+                    diesel::update(crate::schema::jobs::table.find(id))
+                        .set(crate::schema::jobs::wake_at.eq(Some(crate::time::to_micros(now))))
+                        .execute(self.conn)?;
+                }
                 self.changed_job(
                     crate::EventType::JobRequeued,
                     id,

@@ -21,7 +21,8 @@ pub struct JobRecord {
     /// The trigger's Package object as received (JSON).
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// The robot it is for; `None` for a pool job not assigned yet.
+    pub robot_address: Option<String>,
     pub robot_name: String,
     #[diesel(deserialize_as = Micros)]
     pub run_at: DateTime<Utc>,
@@ -42,6 +43,11 @@ pub struct JobRecord {
     pub sent_at: Option<DateTime<Utc>>,
     /// The Failed or Cancelled job this one runs again (`POST /api/jobs/{id}/retry`).
     pub retry_of: Option<i64>,
+    /// The pool it runs in (docs/POOLS.md); `None` for a job addressed to one robot.
+    pub pool: Option<String>,
+    /// Due and waiting for a free robot of its pool since then.
+    #[diesel(deserialize_as = OptionalMicros)]
+    pub pool_waiting_since: Option<DateTime<Utc>>,
 }
 
 /// One state change of a job, or an event within a state (a resend, an acknowledgement): the
@@ -79,7 +85,9 @@ pub struct IdempotencyKey {
 pub struct NewJob {
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// Exactly one of `robot_address` and `pool` is set.
+    pub robot_address: Option<String>,
+    pub pool: Option<String>,
     pub robot_name: String,
     pub run_at: DateTime<Utc>,
     pub schedule_id: Option<i64>,
@@ -91,6 +99,9 @@ pub struct NewJob {
     pub idempotency: Option<IdempotencyKey>,
 }
 
+// One answer per trigger, moved once and never kept in bulk: boxing the record would cost an
+// allocation per trigger for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertJob {
     Created(JobRecord),
@@ -121,6 +132,7 @@ pub enum RetryJob {
 pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub robot_address: Option<String>,
+    pub pool: Option<String>,
     pub schedule_id: Option<i64>,
     /// Only ids below this one (the last id of the previous page).
     pub before: Option<i64>,
@@ -135,7 +147,7 @@ pub struct DueJob {
     /// Only jobs with a `wake_at` are due.
     #[diesel(select_expression = jobs::wake_at.assume_not_null(), deserialize_as = Micros)]
     pub wake_at: DateTime<Utc>,
-    pub robot_address: String,
+    pub robot_address: Option<String>,
 }
 
 /// Inserts a job row with its creation event: Pending and due at its `run_at`, or, given
@@ -168,6 +180,7 @@ pub(crate) fn insert_row(
             jobs::wake_at.eq(wake_at),
             jobs::delivery.eq(Delivery::Idle),
             jobs::forced.eq(false),
+            jobs::pool.eq(&job.pool),
         ))
         .returning(jobs::id)
         .get_result(tx.conn)?;
@@ -187,7 +200,7 @@ fn created_events(tx: &mut WriteTx<'_>, job: &NewJob, id: i64, failed: Option<&s
         from: None,
         to: status,
         attempts: 0,
-        robot_address: &job.robot_address,
+        robot_address: job.robot_address.as_deref(),
         last_error: failed,
     };
     tx.job_event(EventType::JobCreated, change, job.created_at, &job.reason);
@@ -221,6 +234,8 @@ fn new_record(job: &NewJob, id: i64, status: JobStatus, failed: Option<&str>) ->
         forced: false,
         sent_at: None,
         retry_of: job.retry_of,
+        pool: job.pool.clone(),
+        pool_waiting_since: None,
     }
 }
 
@@ -252,6 +267,8 @@ impl WriteTx<'_> {
             }
         }
         let record = match &mut *self.conn {
+            // A pool job has no robot to check; a pool no robot belongs to yet is accepted.
+            _ if job.robot_address.is_none() => insert_row(self, job, None)?,
             // The foreign key tells an unknown robot, without a lookup of its own: the failed
             // statement changed nothing. (On PostgreSQL a failed statement aborts the whole
             // transaction, the batch's other writes with it: the insert checks the robot.)
@@ -281,7 +298,7 @@ impl WriteTx<'_> {
         load_job(self.conn, id)
     }
 
-    /// Runs the Failed or Cancelled job `id` again as a new job: same package, robot and name,
+    /// Runs the Failed or Cancelled job `id` again as a new job: same package, robot (or pool) and name,
     /// due at `now`, not an instance of its schedule (a retry is the operator's, not the
     /// schedule's), with `retry_of` naming the old one, which stays as it was. Its package file
     /// is owed like a trigger's. `idempotency` as on triggers, in the same key space.
@@ -306,10 +323,18 @@ impl WriteTx<'_> {
         if !matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
             return Ok(RetryJob::Conflict(old.status));
         }
+        // A pool job runs again in its pool, on whichever robot is free then, not on the robot
+        // it was assigned last time.
+        let robot_address = if old.pool.is_some() {
+            None
+        } else {
+            old.robot_address
+        };
         let job = NewJob {
             package: old.package,
             package_name: old.package_name,
-            robot_address: old.robot_address,
+            robot_address,
+            pool: old.pool,
             robot_name: old.robot_name,
             run_at: now,
             schedule_id: None,
@@ -349,6 +374,9 @@ impl ReadConn<'_> {
         if let Some(robot) = &filter.robot_address {
             query = query.filter(jobs::robot_address.eq(robot));
         }
+        if let Some(pool) = &filter.pool {
+            query = query.filter(jobs::pool.eq(pool));
+        }
         if let Some(schedule) = filter.schedule_id {
             query = query.filter(jobs::schedule_id.eq(schedule));
         }
@@ -378,11 +406,12 @@ impl ReadConn<'_> {
             // Several instances: the jobs of robots another instance holds are that instance's
             // to send. Those of robots nobody holds are everyone's (to park, or to fail as
             // missed); one instance gets each (see sending.rs).
-            due.inner_join(robots::table)
+            // A pool job not assigned yet has no robot: every instance may assign it.
+            due.left_join(robots::table)
                 .filter(
                     robots::instance_id
                         .is_null()
-                        .or(robots::instance_id.eq(self.instance)),
+                        .or(robots::instance_id.eq(self.instance).assume_not_null()),
                 )
                 .load(self.conn)?
         } else {

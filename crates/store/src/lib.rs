@@ -12,6 +12,7 @@ mod notify;
 mod package_files;
 #[cfg(feature = "postgres")]
 mod pg_insert;
+mod pools;
 mod retention;
 mod robots;
 mod schedules;
@@ -43,13 +44,14 @@ pub use jobs::{
 };
 pub use notify::{HandedOff, Listener, Notice};
 pub use package_files::PackageFile;
+pub use pools::{PoolMember, PoolSummary, RobotWithPools};
 pub use retention::PurgedJob;
 pub use robots::{PutRobot, RobotFilter, RobotMessageRecord, RobotRecord, RobotRegistration};
 pub use schedules::{
     InsertSchedule, NewSchedule, PauseOutcome, ScheduleEventRecord, ScheduleFilter, ScheduleRecord,
     StopOutcome,
 };
-pub use sending::{Claimed, DueOutcome, Reach, RobotClaim};
+pub use sending::{Claimed, DueOutcome, Reach, RobotClaim, WAKE_LIMIT};
 pub use status::{Delivery, JobStatus};
 pub use transitions::{AckOutcome, ChangeOutcome, DeclineOutcome, DeliveryPolicy, ReportOutcome};
 pub use webhooks::{

@@ -50,7 +50,7 @@ impl QueryFragment<Pg> for InsertPending<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let job = self.job;
         out.push_sql("WITH robot AS (SELECT 1 FROM robots WHERE address = ");
-        out.push_bind_param::<Text, _>(&job.robot_address)?;
+        out.push_bind_param::<Text, _>(job.robot_address.as_deref().unwrap_or_default())?;
         out.push_sql(
             "), job AS (INSERT INTO jobs (status, package, package_name, robot_address, \
              robot_name, run_at, schedule_id, attempts, created_at, updated_at, wake_at, \
@@ -60,7 +60,7 @@ impl QueryFragment<Pg> for InsertPending<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&job.package_name)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&job.robot_address)?;
+        out.push_bind_param::<Text, _>(job.robot_address.as_deref().unwrap_or_default())?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&job.robot_name)?;
         out.push_sql(", run, ");

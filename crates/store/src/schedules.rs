@@ -30,7 +30,8 @@ pub struct ScheduleRecord {
     /// The trigger's Package object as received (JSON).
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// `None` for a pool's schedule.
+    pub robot_address: Option<String>,
     pub robot_name: String,
     /// False once deleted or past its last occurrence.
     pub active: bool,
@@ -49,6 +50,8 @@ pub struct ScheduleRecord {
     /// false: event snapshots written before the column existed do not have it.)
     #[serde(default)]
     pub paused: bool,
+    /// The pool its jobs run in (docs/POOLS.md).
+    pub pool: Option<String>,
 }
 
 /// A schedule to create. `next_run_at` is its first occurrence, computed by the caller.
@@ -60,7 +63,9 @@ pub struct NewSchedule {
     pub end: Option<DateTime<Utc>>,
     pub package: String,
     pub package_name: String,
-    pub robot_address: String,
+    /// Exactly one of `robot_address` and `pool` is set.
+    pub robot_address: Option<String>,
+    pub pool: Option<String>,
     pub robot_name: String,
     pub next_run_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -142,7 +147,9 @@ impl WriteTx<'_> {
                 KeyCheck::Conflict => return Ok(InsertSchedule::KeyConflict),
             }
         }
-        if !robot_exists(self.conn, &new.robot_address)? {
+        if let Some(robot) = &new.robot_address
+            && !robot_exists(self.conn, robot)?
+        {
             return Ok(InsertSchedule::UnknownRobot);
         }
         let created = to_micros(new.created_at);
@@ -156,6 +163,7 @@ impl WriteTx<'_> {
                 schedules::package_name.eq(&new.package_name),
                 schedules::robot_address.eq(&new.robot_address),
                 schedules::robot_name.eq(&new.robot_name),
+                schedules::pool.eq(&new.pool),
                 schedules::active.eq(new.next_run_at.is_some()),
                 schedules::next_run_at.eq(new.next_run_at.map(to_micros)),
                 schedules::created_at.eq(created),
@@ -301,6 +309,7 @@ impl WriteTx<'_> {
             package: schedule.package.clone(),
             package_name: schedule.package_name.clone(),
             robot_address: schedule.robot_address.clone(),
+            pool: schedule.pool.clone(),
             robot_name: schedule.robot_name.clone(),
             run_at,
             schedule_id: Some(schedule.id),

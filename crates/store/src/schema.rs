@@ -16,6 +16,7 @@ diesel::table! {
         instance_id -> Nullable<Text>,
         offline_since -> Nullable<BigInt>,
         unreachable_alerted -> Bool,
+        last_assigned_at -> BigInt,
     }
 }
 
@@ -35,7 +36,7 @@ diesel::table! {
         status -> Text,
         package -> Text,
         package_name -> Text,
-        robot_address -> Text,
+        robot_address -> Nullable<Text>,
         robot_name -> Text,
         run_at -> BigInt,
         schedule_id -> Nullable<BigInt>,
@@ -49,6 +50,9 @@ diesel::table! {
         sent_at -> Nullable<BigInt>,
         overdue_at -> Nullable<BigInt>,
         retry_of -> Nullable<BigInt>,
+        pool -> Nullable<Text>,
+        declined_by -> Nullable<Text>,
+        pool_waiting_since -> Nullable<BigInt>,
     }
 }
 
@@ -99,6 +103,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    robot_pools (robot_address, pool) {
+        robot_address -> Text,
+        pool -> Text,
+    }
+}
+
+diesel::joinable!(robot_pools -> robots (robot_address));
 diesel::joinable!(robot_messages -> robots (robot_address));
 diesel::joinable!(robot_credentials -> robots (robot_address));
 diesel::joinable!(jobs -> robots (robot_address));
@@ -113,7 +125,7 @@ diesel::table! {
         end_at -> Nullable<BigInt>,
         package -> Text,
         package_name -> Text,
-        robot_address -> Text,
+        robot_address -> Nullable<Text>,
         robot_name -> Text,
         active -> Bool,
         next_run_at -> Nullable<BigInt>,
@@ -122,6 +134,7 @@ diesel::table! {
         updated_at -> BigInt,
         ended_reason -> Nullable<Text>,
         paused -> Bool,
+        pool -> Nullable<Text>,
     }
 }
 
@@ -210,6 +223,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     robots,
     robot_messages,
     robot_credentials,
+    robot_pools,
     jobs,
     events,
     event_stream,

@@ -36,6 +36,12 @@ pub struct DeliveryPolicy {
     /// A job due this long and never sent (its robot offline) is told once as `job.overdue`;
     /// `None` tells nothing.
     pub overdue_after: Option<TimeDelta>,
+    /// A robot that was sent a job and has not reported is busy for pool jobs this long
+    /// (`--pool-busy-timeout`, docs/POOLS.md).
+    pub pool_busy_timeout: TimeDelta,
+    /// A job sent and unreported this long fails ("no report within ..."); `None`: never
+    /// (`--job-report-timeout`).
+    pub report_timeout: Option<TimeDelta>,
 }
 
 impl Default for DeliveryPolicy {
@@ -46,6 +52,8 @@ impl Default for DeliveryPolicy {
             claim_guard: TimeDelta::seconds(60),
             misfire_grace: None,
             overdue_after: Some(TimeDelta::minutes(5)),
+            pool_busy_timeout: TimeDelta::minutes(15),
+            report_timeout: None,
         }
     }
 }
@@ -118,10 +126,18 @@ pub(crate) struct Current {
     /// Microseconds, as stored: compared with others as they are.
     pub(crate) run_at: i64,
     pub(crate) wake_at: Option<i64>,
-    pub(crate) robot_address: String,
+    /// `None` while a pool job has no robot.
+    pub(crate) robot_address: Option<String>,
     pub(crate) last_error: Option<String>,
     /// When `job.overdue` was told, if it was.
     pub(crate) overdue_at: Option<i64>,
+    pub(crate) pool: Option<String>,
+    /// The robot that last gave this pool job back: chosen again only when no other is free.
+    pub(crate) declined_by: Option<String>,
+    /// Due and waiting for a free robot of its pool since then.
+    pub(crate) pool_waiting_since: Option<i64>,
+    /// When it was last sent.
+    pub(crate) sent_at: Option<i64>,
 }
 
 /// The job's row as a transition decides on it. With several instances the row is locked until
@@ -166,13 +182,30 @@ pub(crate) fn seconds(delta: TimeDelta) -> String {
 #[derive(Debug, Queryable)]
 pub(crate) struct After {
     pub(crate) attempts: i32,
-    pub(crate) robot_address: String,
+    pub(crate) robot_address: Option<String>,
     pub(crate) last_error: Option<String>,
 }
 
 /// The columns of [`After`], in its order.
 pub(crate) const AFTER: (jobs::attempts, jobs::robot_address, jobs::last_error) =
     (jobs::attempts, jobs::robot_address, jobs::last_error);
+
+/// A pool job that was given back (declined, never confirmed, not written) returns to its pool:
+/// no robot until it is assigned again, and `by` (the robot that had it) chosen again only when
+/// no other robot is free. A job addressed to one robot is left as it is.
+pub(crate) fn release_to_pool(
+    conn: &mut DbConnection,
+    id: i64,
+    by: Option<&str>,
+) -> Result<bool, StoreError> {
+    let released = diesel::update(jobs::table.find(id).filter(jobs::pool.is_not_null()))
+        .set((
+            jobs::robot_address.eq(None::<String>),
+            jobs::declined_by.eq(by),
+        ))
+        .execute(conn)?;
+    Ok(released > 0)
+}
 
 impl WriteTx<'_> {
     pub(crate) fn set_status(
@@ -209,7 +242,7 @@ impl WriteTx<'_> {
             from: Some(from),
             to,
             attempts: after.attempts,
-            robot_address: &after.robot_address,
+            robot_address: after.robot_address.as_deref(),
             last_error: after.last_error.as_deref(),
         };
         self.job_event(kind, change, at, reason);
@@ -268,6 +301,7 @@ impl WriteTx<'_> {
         let Some(after) = after else {
             return Ok(false);
         };
+        release_to_pool(self.conn, id, None)?;
         self.changed_job(
             EventType::JobRequeued,
             id,
@@ -285,17 +319,20 @@ impl WriteTx<'_> {
         robot_address: &str,
         id: i64,
         now: DateTime<Utc>,
+        policy: &DeliveryPolicy,
     ) -> Result<AckOutcome, StoreError> {
         let Some(job) = current(self.conn, id)? else {
             return Ok(AckOutcome::UnknownJob);
         };
-        if job.robot_address != robot_address {
+        if job.robot_address.as_deref() != Some(robot_address) {
             return Ok(AckOutcome::NotThisRobot);
         }
         match (job.status, job.delivery) {
             (JobStatus::Executed, Delivery::Claimed | Delivery::AwaitingAck) => {
+                // Woken when `--job-report-timeout` passes without a report.
+                let report_by = policy.report_timeout.map(|timeout| now + timeout);
                 let after =
-                    self.set_status(id, JobStatus::Executed, Delivery::Written, None, now)?;
+                    self.set_status(id, JobStatus::Executed, Delivery::Written, report_by, now)?;
                 self.changed_job(
                     EventType::JobAcknowledged,
                     id,
@@ -325,7 +362,7 @@ impl WriteTx<'_> {
         let Some(job) = current(self.conn, id)? else {
             return Ok(ReportOutcome::UnknownJob);
         };
-        if job.robot_address != robot_address {
+        if job.robot_address.as_deref() != Some(robot_address) {
             return Ok(ReportOutcome::NotThisRobot);
         }
         // A Pending job that was sent before is waiting for a resend: the robot ran it after all.
@@ -393,12 +430,12 @@ impl WriteTx<'_> {
         if !package_name.is_empty() {
             query = query.filter(jobs::package_name.eq(package_name));
         }
-        let found: Option<(i64, i32)> = query
+        let found: Option<(i64, i32, Option<String>)> = query
             .order((jobs::sent_at.desc(), jobs::id.desc()))
-            .select((jobs::id, jobs::attempts))
+            .select((jobs::id, jobs::attempts, jobs::pool))
             .first(self.conn)
             .optional()?;
-        let Some((id, attempts)) = found else {
+        let Some((id, attempts, pool)) = found else {
             return Ok(DeclineOutcome::NoJob);
         };
         if attempts >= policy.max_attempts {
@@ -419,12 +456,21 @@ impl WriteTx<'_> {
             ))
             .returning(AFTER)
             .get_result(self.conn)?;
-        let reason = format!(
-            "the robot declined the package: resending in {} (attempt {} of {})",
-            seconds(delay),
-            attempts + 1,
-            policy.max_attempts
-        );
+        release_to_pool(self.conn, id, Some(robot_address))?;
+        let reason = match &pool {
+            Some(pool) => format!(
+                "the robot declined the package: back to pool {pool} in {} (attempt {} of {})",
+                seconds(delay),
+                attempts + 1,
+                policy.max_attempts
+            ),
+            None => format!(
+                "the robot declined the package: resending in {} (attempt {} of {})",
+                seconds(delay),
+                attempts + 1,
+                policy.max_attempts
+            ),
+        };
         self.changed_job(
             EventType::JobRequeued,
             id,
@@ -472,6 +518,30 @@ impl WriteTx<'_> {
                 );
                 self.fail(id, JobStatus::Executed, now, &reason)?;
                 changed.push((id, JobStatus::Failed));
+            } else if let (Some(pool), Some(robot)) = (job.pool.as_deref(), &job.robot_address) {
+                // A pool job goes back to its pool after the resend back-off.
+                let delay = DeliveryPolicy::backoff(attempt);
+                let after = self.set_status(
+                    id,
+                    JobStatus::Pending,
+                    Delivery::Idle,
+                    Some(now + delay),
+                    now,
+                )?;
+                release_to_pool(self.conn, id, Some(robot))?;
+                let reason = format!(
+                    "the connection ended before the robot confirmed receipt: back to pool {pool} in {}",
+                    seconds(delay)
+                );
+                self.changed_job(
+                    EventType::JobRequeued,
+                    id,
+                    (JobStatus::Executed, JobStatus::Pending),
+                    &after,
+                    now,
+                    &reason,
+                );
+                changed.push((id, JobStatus::Pending));
             } else {
                 let after =
                     self.set_status(id, JobStatus::Pending, Delivery::Idle, Some(now), now)?;

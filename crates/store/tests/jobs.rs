@@ -351,7 +351,7 @@ fn extended_robots_acknowledge_or_get_the_package_again() {
         .unwrap();
     let ack = store
         .writer()
-        .run(move |tx| tx.acknowledge("A", id, t0() + secs(31)))
+        .run(move |tx| tx.acknowledge("A", id, t0() + secs(31), &policy()))
         .unwrap();
     assert_eq!(ack, AckOutcome::Acknowledged);
     let done = job(&store, id);
@@ -359,12 +359,12 @@ fn extended_robots_acknowledge_or_get_the_package_again() {
     assert_eq!(done.wake_at, None);
     let again = store
         .writer()
-        .run(move |tx| tx.acknowledge("A", id, t0() + secs(32)))
+        .run(move |tx| tx.acknowledge("A", id, t0() + secs(32), &policy()))
         .unwrap();
     assert_eq!(again, AckOutcome::AlreadyConfirmed);
     let other = store
         .writer()
-        .run(move |tx| tx.acknowledge("B", id, t0()))
+        .run(move |tx| tx.acknowledge("B", id, t0(), &policy()))
         .unwrap();
     assert_eq!(other, AckOutcome::NotThisRobot);
 }

@@ -8,6 +8,7 @@ mod p5_fanout;
 mod p6_lateness;
 mod p7_restart;
 mod p8_reconnect;
+mod p9_pool;
 mod robots;
 mod smoke;
 mod webhook_sink;
@@ -66,6 +67,9 @@ pub async fn run(scenario: Scenario) -> Result<Outcome> {
             p8_reconnect::run(&args).await?,
             &args.common,
         ))),
+        Scenario::P9Pool(args) => {
+            Outcome::One(Box::new(finish(p9_pool::run(&args).await?, &args.common)))
+        }
         Scenario::Smoke(args) => Outcome::Smoke(smoke::run(&args).await),
         Scenario::Worker(_) => bail!("the worker is not a scenario"),
     })

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::cli::{
-    Common, P1Args, P2Args, P3Args, P4Args, P5Args, P6Args, P7Args, P8Args, SmokeArgs,
+    Common, P1Args, P2Args, P3Args, P4Args, P5Args, P6Args, P7Args, P8Args, P9Args, SmokeArgs,
 };
 use crate::report::Report;
 
@@ -182,6 +182,22 @@ pub(super) async fn run(args: &SmokeArgs) -> SmokeOutcome {
         &mut outcome,
         "p8-reconnect",
         super::p8_reconnect::run(&p8).await,
+        &common,
+    );
+
+    let p9 = P9Args {
+        common: common.clone(),
+        robots,
+        jobs: 10 * robots,
+        clients: 8,
+        lead: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+        register_timeout: Duration::from_secs(30),
+    };
+    record(
+        &mut outcome,
+        "p9-pool",
+        super::p9_pool::run(&p9).await,
         &common,
     );
 

@@ -33,6 +33,41 @@ pub(crate) struct Metrics {
     lateness_buckets: [AtomicU64; LATENESS_BUCKETS_MS.len()],
     lateness_count: AtomicU64,
     lateness_sum_micros: AtomicU64,
+    /// Pool jobs: from due to handed to a robot, the wait for a free robot included.
+    pub(crate) pool_assignment: Histogram,
+}
+
+/// A histogram over [`LATENESS_BUCKETS_MS`].
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; LATENESS_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, micros: i64) {
+        let micros = u64::try_from(micros).unwrap_or(0);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        for (bound, count) in LATENESS_BUCKETS_MS.iter().zip(&self.buckets) {
+            if micros <= bound * 1000 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// (cumulative bucket counts, count, sum in seconds)
+    pub(crate) fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        (
+            self.buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            self.count.load(Ordering::Relaxed),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {

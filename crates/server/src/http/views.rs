@@ -37,6 +37,14 @@ pub(crate) struct RobotView {
     first_seen: Option<String>,
     last_seen: Option<String>,
     metadata: Option<Box<RawValue>>,
+    /// The pools it belongs to (docs/POOLS.md).
+    pools: Vec<String>,
+}
+
+impl RobotView {
+    pub(crate) fn with_pools(self, pools: Vec<String>) -> RobotView {
+        RobotView { pools, ..self }
+    }
 }
 
 impl From<RobotRecord> for RobotView {
@@ -53,6 +61,7 @@ impl From<RobotRecord> for RobotView {
             first_seen: registered.then(|| time(robot.first_seen)),
             last_seen: registered.then(|| time(robot.last_seen)),
             metadata: registered.then(|| raw(&robot.metadata)),
+            pools: Vec::new(),
         }
     }
 }
@@ -119,8 +128,11 @@ pub(crate) struct JobView {
     id: i64,
     status: &'static str,
     package: Box<RawValue>,
-    robot_address: String,
+    /// Null for a pool job until it is assigned.
+    robot_address: Option<String>,
     robot_name: String,
+    /// The pool it runs in; null for a job addressed to one robot.
+    pool: Option<String>,
     run_at: String,
     schedule_id: Option<i64>,
     /// The job this one runs again (`POST /api/jobs/{id}/retry`), else null.
@@ -141,6 +153,7 @@ impl From<JobRecord> for JobView {
             package: raw(&job.package),
             robot_address: job.robot_address,
             robot_name: job.robot_name,
+            pool: job.pool,
             run_at: time(job.run_at),
             schedule_id: job.schedule_id,
             retry_of: job.retry_of,
@@ -246,6 +259,9 @@ impl From<EventRecord> for CloudEvent {
                 data.job = Some(JobView::from(*job));
             }
             SubjectState::Robot(robot) => data.robot = Some(RobotView::from(*robot)),
+            SubjectState::RobotWithPools { robot, pools } => {
+                data.robot = Some(RobotView::from(*robot).with_pools(pools));
+            }
             SubjectState::Credential { robot, credential } => {
                 data.robot = Some(RobotView::from(*robot));
                 data.credential = Some(CredentialView::from(*credential));
@@ -296,8 +312,10 @@ pub(crate) struct ScheduleView {
     start: Option<String>,
     end: Option<String>,
     package: Box<RawValue>,
-    robot_address: String,
+    /// Null for a pool's schedule.
+    robot_address: Option<String>,
     robot_name: String,
+    pool: Option<String>,
     active: bool,
     /// Paused by an operator: no instances until resumed.
     paused: bool,
@@ -352,6 +370,7 @@ impl ScheduleView {
             package: raw(&schedule.package),
             robot_address: schedule.robot_address,
             robot_name: schedule.robot_name,
+            pool: schedule.pool,
             active: schedule.active,
             paused: schedule.paused,
             next_run_at: schedule.next_run_at.map(time),

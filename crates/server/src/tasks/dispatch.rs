@@ -92,6 +92,27 @@ impl Dispatcher {
         }
     }
 
+    /// Tells the scheduler that these jobs are due at `at` (pool jobs woken by a freed robot).
+    pub(crate) fn wake_all(&self, ids: &[i64], at: DateTime<Utc>) {
+        for id in ids {
+            self.wake(*id, at);
+        }
+    }
+
+    /// A robot may have become free for its pools (it declined a job, or lost a connection
+    /// with jobs unconfirmed): the oldest pool jobs waiting there become due now.
+    pub(crate) fn wake_pools_of(&self, address: &str) {
+        let this = self.clone();
+        let robot = address.to_owned();
+        let now = Utc::now();
+        self.inner.db.submit(
+            format!("robot {}", Untrusted(address)),
+            "cannot wake its pools' waiting jobs",
+            move |tx| tx.wake_pools_of(&robot, now, rpa_store::WAKE_LIMIT),
+            move |woken, _| this.wake_all(&woken, now),
+        );
+    }
+
     /// Tells the scheduler that schedule `id` has an occurrence at `at`.
     pub(crate) fn wake_schedule(&self, id: i64, at: DateTime<Utc>) {
         if let Some(wakeup) = self.inner.wakeup.get() {
@@ -115,10 +136,16 @@ impl Dispatcher {
         let limit = session.room();
         let claim = inner
             .db
-            .write(move |tx| tx.claim_for_robot(&robot, now, &policy, limit, why))
+            .write(move |tx| {
+                let claim = tx.claim_for_robot(&robot, now, &policy, limit, why)?;
+                // It may be free for its pools' waiting jobs too.
+                let woken = tx.wake_pools_of(&robot, now, rpa_store::WAKE_LIMIT)?;
+                Ok((claim, woken))
+            })
             .await;
         match claim {
-            Ok(claim) => {
+            Ok((claim, woken)) => {
+                self.wake_all(&woken, now);
                 if claim.more {
                     log::debug!(
                         "robot {address}: {} waiting jobs sent, more follow as it takes them",
@@ -148,7 +175,8 @@ impl Dispatcher {
                 let mut reach = Rooms::new(&registry);
                 let due = tx
                     .process_due(&[id], now, &mut |address| reach.take(address), &policy)?
-                    .pop();
+                    .into_iter()
+                    .next();
                 let job = tx.job(id)?.map(Box::new);
                 Ok((
                     job.map_or(ChangeOutcome::NotFound, ChangeOutcome::Changed),
@@ -174,6 +202,8 @@ impl Dispatcher {
                 DueOutcome::Failed(reason) => log::warn!("job failed: {reason}"),
                 // Another instance is deciding on it right now: look again in a moment.
                 DueOutcome::Locked(id) => self.wake(id, now + LOCKED_RETRY),
+                // A robot of its pool was freed (a job failed for want of a report).
+                DueOutcome::Wake(id) => self.wake(id, now),
                 DueOutcome::Parked | DueOutcome::Stale | DueOutcome::Elsewhere => {}
             }
         }
@@ -226,6 +256,9 @@ impl Dispatcher {
                     .unwrap_or(i64::MAX);
                 if claimed.attempt == 1 {
                     inner.metrics.observe_lateness(lateness);
+                    if claimed.pool.is_some() {
+                        inner.metrics.pool_assignment.observe(lateness);
+                    }
                 }
                 log::info!(
                     "conn={} robot={}: sending job {} (attempt {}), package {}",
@@ -403,11 +436,19 @@ pub(crate) async fn confirm_written(
             }
         }
         let written = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-        // Sendings to extended robots now wait for an acknowledgement until a deadline.
+        // Sendings to extended robots now wait for an acknowledgement until a deadline; the
+        // others, with `--job-report-timeout`, for a report.
         let deadlines: Vec<(i64, DateTime<Utc>)> = written
             .iter()
-            .filter(|w| w.awaiting_ack)
-            .map(|w| (w.sending.job_id, w.at + policy.ack_timeout))
+            .filter_map(|w| {
+                if w.awaiting_ack {
+                    Some((w.sending.job_id, w.at + policy.ack_timeout))
+                } else {
+                    policy
+                        .report_timeout
+                        .map(|timeout| (w.sending.job_id, Utc::now() + timeout))
+                }
+            })
             .collect();
         let result = db
             .write(move |tx| {

@@ -74,9 +74,12 @@ pub(crate) fn fire(
 
     if let Some(pending) = tx.pending_instance(id)? {
         let reason = format!(
-            "occurrence {} skipped: instance {pending} is still pending for robot {} (one package at a time per schedule)",
+            "occurrence {} skipped: instance {pending} is still pending for {} (one package at a time per schedule)",
             time(occurrence),
-            schedule.robot_address
+            match (&schedule.robot_address, &schedule.pool) {
+                (_, Some(pool)) => format!("pool {pool}"),
+                (address, None) => format!("robot {}", address.as_deref().unwrap_or("")),
+            }
         );
         tx.advance_schedule(id, occurrence, next, now, ended)?;
         tx.record_schedule_event(id, Some(occurrence), now, "skipped", Some(pending), &reason)?;

@@ -118,9 +118,20 @@ pub(super) async fn list_jobs(
             .filter(|r| !r.trim().is_empty())
             .map(|r| RobotAddress::new(r))
     });
+    let pool = match query.get("pool").filter(|p| !p.is_empty()) {
+        None => None,
+        Some(pool) if rpa_packages::is_valid_pool_name(pool) => Some(pool.clone()),
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "bad_pool",
+                "pool must be 1 to 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+    };
     let filter = JobFilter {
         status,
         robot_address: robot.map(RobotAddress::into_string),
+        pool,
         schedule_id: None,
         before: query::after_id(query)?,
         limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),

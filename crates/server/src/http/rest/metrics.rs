@@ -46,6 +46,7 @@ struct Counts {
 struct Counted {
     robots_registered: i64,
     jobs: Vec<(JobStatus, i64)>,
+    pools: Vec<rpa_store::PoolSummary>,
 }
 
 impl Counts {
@@ -56,13 +57,22 @@ impl Counts {
         {
             return Ok(counted.clone());
         }
-        let (robots, jobs) = app
+        let busy = app.dispatcher.policy().pool_busy_timeout;
+        let now = chrono::Utc::now();
+        let (robots, jobs, pools) = app
             .db
-            .read(|conn| Ok((conn.count_robots()?, conn.count_jobs_by_status()?)))
+            .read(move |conn| {
+                Ok((
+                    conn.count_robots()?,
+                    conn.count_jobs_by_status()?,
+                    conn.pools(now, busy)?,
+                ))
+            })
             .await?;
         let counted = Counted {
             robots_registered: robots.0,
             jobs,
+            pools,
         };
         *last = Some((Instant::now(), counted.clone()));
         Ok(counted)
@@ -106,6 +116,7 @@ async fn render(app: &App, counts: &Counts) -> Response {
     let Counted {
         robots_registered: registered,
         jobs,
+        pools,
     } = match counts.get(app).await {
         Ok(counted) => counted,
         Err(error) => return Problem::from(error).into_response(),
@@ -275,6 +286,39 @@ async fn render(app: &App, counts: &Counts) -> Response {
         count,
         sum,
     );
+    let (buckets, count, sum) = m.pool_assignment.snapshot();
+    histogram(
+        &mut out,
+        "rpa_pool_assignment_seconds",
+        "Time from a pool job being due to its first sending to a robot of the pool, the wait for a free robot included.",
+        &bounds,
+        &buckets,
+        count,
+        sum,
+    );
+    for (name, help, value) in [
+        (
+            "rpa_pool_waiting_jobs",
+            "Pool jobs due and waiting for a free robot, per pool.",
+            (|p: &rpa_store::PoolSummary| p.waiting_jobs) as fn(&rpa_store::PoolSummary) -> i64,
+        ),
+        (
+            "rpa_pool_free_robots",
+            "Online robots of the pool that are free, per pool.",
+            |p| p.free,
+        ),
+        (
+            "rpa_pool_online_robots",
+            "Online robots of the pool, per pool.",
+            |p| p.online,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for pool in &pools {
+            // Pool names are letters, digits, '.', '_' and '-': nothing to escape in a label.
+            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", pool.name, value(pool));
+        }
+    }
     let writer = app.db.writer_stats();
     let bounds: Vec<f64> = BATCH_BUCKETS.iter().map(|n| *n as f64).collect();
     histogram(

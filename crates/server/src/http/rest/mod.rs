@@ -10,6 +10,7 @@ mod health;
 mod jobs;
 mod metrics;
 mod openapi;
+mod pools;
 mod query;
 mod robots;
 mod schedules;
@@ -38,6 +39,8 @@ pub(crate) fn routes(app: Arc<App>) -> BoxedFilter<(Response,)> {
         .or(openapi::routes(Arc::clone(&app)))
         .unify()
         .or(robots::routes(Arc::clone(&app)))
+        .unify()
+        .or(pools::routes(Arc::clone(&app)))
         .unify()
         .or(credentials::routes(Arc::clone(&app)))
         .unify()

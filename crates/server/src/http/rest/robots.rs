@@ -180,12 +180,25 @@ async fn list(app: &App, query: &Query) -> Result<Response, Problem> {
             .map(|a| RobotAddress::new(a).into_string()),
         limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),
     };
-    let robots = app.db.read(move |conn| conn.robots(&filter)).await?;
+    let (robots, mut pools) = app
+        .db
+        .read(move |conn| {
+            let robots = conn.robots(&filter)?;
+            let addresses: Vec<String> = robots.iter().map(|r| r.address.clone()).collect();
+            Ok((robots, conn.robot_pools(&addresses)?))
+        })
+        .await?;
     let (robots, next_after) = query::page(robots, limit, |robot| robot.address.clone());
     Ok(json(
         StatusCode::OK,
         &Page {
-            items: robots.into_iter().map(RobotView::from).collect::<Vec<_>>(),
+            items: robots
+                .into_iter()
+                .map(|robot| {
+                    let of = pools.remove(&robot.address).unwrap_or_default();
+                    RobotView::from(robot).with_pools(of)
+                })
+                .collect::<Vec<_>>(),
             next_after,
         },
     ))
@@ -201,7 +214,10 @@ async fn known(app: &App, address: &RobotAddress) -> Result<rpa_store::RobotReco
 
 async fn get(app: &App, segment: &str) -> Result<Response, Problem> {
     let robot = known(app, &address(segment)).await?;
-    Ok(json(StatusCode::OK, &RobotView::from(robot)))
+    let key = vec![robot.address.clone()];
+    let mut pools = app.db.read(move |conn| conn.robot_pools(&key)).await?;
+    let of = pools.remove(&robot.address).unwrap_or_default();
+    Ok(json(StatusCode::OK, &RobotView::from(robot).with_pools(of)))
 }
 
 async fn messages(app: &App, segment: &str, query: &Query) -> Result<Response, Problem> {

@@ -163,7 +163,7 @@ async fn accept_schedule(
     key: Option<IdempotencyKey>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Accepted, Problem> {
-    let address = RobotAddress::new(&trigger.robot.robot_address);
+    let address = trigger.robot.robot_address().map(RobotAddress::new);
     let next_run_at = cron.upcoming(now, 1).first().copied();
     let schedule = NewSchedule {
         cron: cron.expression().to_owned(),
@@ -172,7 +172,8 @@ async fn accept_schedule(
         end: cron.end(),
         package: trigger.package.to_json(),
         package_name: trigger.package.name().to_owned(),
-        robot_address: address.as_str().to_owned(),
+        robot_address: address.as_ref().map(|a| a.as_str().to_owned()),
+        pool: trigger.robot.pool().map(str::to_owned),
         robot_name: trigger.robot.robot_name.clone(),
         next_run_at,
         created_at: now,
@@ -193,9 +194,9 @@ async fn accept_schedule(
     match inserted {
         Ok(InsertSchedule::Created(schedule)) => {
             log::info!(
-                "schedule {} created: robot {} package {} cron {} in {}, next at {}",
+                "schedule {} created: {} package {} cron {} in {}, next at {}",
                 schedule.id,
-                Untrusted(&schedule.robot_address),
+                Target(schedule.robot_address.as_deref(), schedule.pool.as_deref()),
                 Untrusted(&schedule.package_name),
                 Untrusted(&schedule.cron),
                 schedule.timezone,
@@ -210,7 +211,7 @@ async fn accept_schedule(
         }
         Ok(InsertSchedule::Replayed(prior)) => Ok(prior.into()),
         Ok(InsertSchedule::KeyConflict) => Err(key_reused()),
-        Ok(InsertSchedule::UnknownRobot) => Err(unknown_robot(&address)),
+        Ok(InsertSchedule::UnknownRobot) => Err(unknown_robot(address.as_ref())),
         Err(error) => Err(Problem::from(error)),
     }
 }
@@ -222,7 +223,8 @@ pub(super) fn key_reused() -> Problem {
     )
 }
 
-fn unknown_robot(address: &RobotAddress) -> Problem {
+fn unknown_robot(address: Option<&RobotAddress>) -> Problem {
+    let address = address.map_or("", RobotAddress::as_str);
     Problem::not_found(format!(
         "no robot with address {address} has ever registered"
     ))
@@ -247,6 +249,18 @@ pub(super) fn packages_writable(app: &App) -> Result<(), Problem> {
     }
 }
 
+/// `robot X` or `pool Y`, as log lines name what a job or schedule is for.
+struct Target<'a>(Option<&'a str>, Option<&'a str>);
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target(_, Some(pool)) => write!(f, "pool {pool}"),
+            Target(address, None) => write!(f, "robot {}", Untrusted(address.unwrap_or(""))),
+        }
+    }
+}
+
 async fn accept_job(
     app: &Arc<App>,
     trigger: rpa_packages::Trigger,
@@ -254,13 +268,14 @@ async fn accept_job(
     key: Option<IdempotencyKey>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Accepted, Problem> {
-    let address = RobotAddress::new(&trigger.robot.robot_address);
+    let address = trigger.robot.robot_address().map(RobotAddress::new);
     packages_writable(app)?;
     let package = trigger.package;
     let job = NewJob {
         package: package.to_json(),
         package_name: package.name().to_owned(),
-        robot_address: address.as_str().to_owned(),
+        robot_address: address.as_ref().map(|a| a.as_str().to_owned()),
+        pool: trigger.robot.pool().map(str::to_owned),
         robot_name: trigger.robot.robot_name.clone(),
         run_at,
         schedule_id: None,
@@ -284,9 +299,9 @@ async fn accept_job(
     match inserted {
         Ok(InsertJob::Created(job)) => {
             log::info!(
-                "job {} created: robot {} package {} run_at {}",
+                "job {} created: {} package {} run_at {}",
                 job.id,
-                Untrusted(&job.robot_address),
+                Target(job.robot_address.as_deref(), job.pool.as_deref()),
                 Untrusted(&job.package_name),
                 crate::http::views::time(job.run_at)
             );
@@ -296,7 +311,7 @@ async fn accept_job(
         }
         Ok(InsertJob::Replayed(prior)) => Ok(prior.into()),
         Ok(InsertJob::KeyConflict) => Err(key_reused()),
-        Ok(InsertJob::UnknownRobot) => Err(unknown_robot(&address)),
+        Ok(InsertJob::UnknownRobot) => Err(unknown_robot(address.as_ref())),
         Err(error) => Err(Problem::from(error)),
     }
 }

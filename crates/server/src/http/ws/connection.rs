@@ -588,6 +588,7 @@ impl Connection {
     fn sendings_lost(&mut self, sendings: Vec<(i64, i32)>, now: chrono::DateTime<Utc>) {
         let policy = *self.app.dispatcher.policy();
         let dispatcher = self.app.dispatcher.clone();
+        let attempts: std::collections::HashMap<i64, i32> = sendings.iter().copied().collect();
         self.app.db.submit(
             self.tag().to_string(),
             "cannot record unacknowledged sendings",
@@ -599,6 +600,10 @@ impl Connection {
                         status.as_str()
                     );
                     dispatcher.wake(id, now);
+                    // A pool job goes back to its pool after the resend back-off.
+                    if let Some(attempt) = attempts.get(&id) {
+                        dispatcher.wake(id, now + rpa_store::DeliveryPolicy::backoff(*attempt));
+                    }
                 }
             },
         );

@@ -273,6 +273,7 @@ impl Connection {
         let dialect = self.dialect();
         let metrics = std::sync::Arc::clone(&self.app.metrics);
         let keep = self.app.config.limits.max_messages_per_robot;
+        let dispatcher = self.app.dispatcher.clone();
         self.app.db.submit(
             self.tag().to_string(),
             "cannot store the robot's message",
@@ -280,22 +281,31 @@ impl Connection {
                 tx.insert_robot_message(&address, &connection_id, now, &json)?;
                 tx.trim_robot_messages(&address, keep)?;
                 match &report {
-                    Some(report) => tx
-                        .report(
+                    Some(report) => {
+                        let outcome = tx.report(
                             &address,
                             report.job_id,
                             report.status == rpa_protocol::ReportStatus::Success,
                             report.message.as_deref(),
                             now,
-                        )
-                        .map(|outcome| Some((report.job_id, outcome))),
+                        )?;
+                        // A report frees the robot: its pools' waiting jobs are due now.
+                        let woken = match outcome {
+                            ReportOutcome::Updated { .. } => {
+                                tx.wake_pools_of(&address, now, rpa_store::WAKE_LIMIT)?
+                            }
+                            _ => Vec::new(),
+                        };
+                        Ok(Some((report.job_id, outcome, woken)))
+                    }
                     None => Ok(None),
                 }
             },
             move |reported, tag| {
-                let Some((job_id, outcome)) = reported else {
+                let Some((job_id, outcome, woken)) = reported else {
                     return;
                 };
+                dispatcher.wake_all(&woken, now);
                 bump(&metrics.reports);
                 match outcome {
                     ReportOutcome::Updated { from, to } => log::info!(
@@ -356,11 +366,15 @@ impl Connection {
                     delay.num_milliseconds()
                 );
                 self.app.dispatcher.wake(job_id, now + delay);
+                self.app.dispatcher.wake_pools_of(robot.address.as_str());
             }
-            Ok(DeclineOutcome::GaveUp { job_id }) => log::warn!(
-                "{}: package {shown} declined: job {job_id} failed, no sendings left",
-                self.tag()
-            ),
+            Ok(DeclineOutcome::GaveUp { job_id }) => {
+                log::warn!(
+                    "{}: package {shown} declined: job {job_id} failed, no sendings left",
+                    self.tag()
+                );
+                self.app.dispatcher.wake_pools_of(robot.address.as_str());
+            }
             Ok(DeclineOutcome::NoJob) => log::warn!(
                 "{}: package {shown} declined, but no package was sent to this robot",
                 self.tag()
@@ -386,13 +400,19 @@ impl Connection {
         let now = Utc::now();
         let session = std::sync::Arc::clone(&self.session);
         let dialect = self.dialect();
+        let policy = *self.app.dispatcher.policy();
+        let dispatcher = self.app.dispatcher.clone();
         self.app.db.submit(
             self.tag().to_string(),
             "cannot record the acknowledgement",
-            move |tx| tx.acknowledge(&address, job_id, now),
+            move |tx| tx.acknowledge(&address, job_id, now, &policy),
             move |outcome, tag| match outcome {
                 AckOutcome::Acknowledged | AckOutcome::AlreadyConfirmed => {
                     log::debug!("{tag}: job {job_id} acknowledged");
+                    // Failed if no report comes within `--job-report-timeout`.
+                    if let Some(timeout) = policy.report_timeout {
+                        dispatcher.wake(job_id, now + timeout);
+                    }
                 }
                 other => {
                     log::warn!("{tag}: acknowledgement of job {job_id} ignored: {other:?}");

@@ -15,10 +15,16 @@ pub(super) fn summary(event: &EventRecord) -> String {
             job.id,
             job.package_name,
             job.robot_name,
-            job.robot_address,
+            match (&job.robot_address, &job.pool) {
+                (Some(address), _) => address.clone(),
+                (None, Some(pool)) => format!("pool {pool}"),
+                (None, None) => String::new(),
+            },
             job.status.as_str()
         ),
-        SubjectState::Robot(robot) => format!("robot {} ({})", robot.name, robot.address),
+        SubjectState::Robot(robot) | SubjectState::RobotWithPools { robot, .. } => {
+            format!("robot {} ({})", robot.name, robot.address)
+        }
         SubjectState::Credential { robot, credential } => format!(
             "credential {} ({}) of robot {} ({})",
             credential.id, credential.description, robot.name, robot.address
