@@ -777,6 +777,10 @@ fn many_due_jobs_are_decided_in_one_write_each_by_its_robot() {
     assert_eq!(job(&store, later).status, JobStatus::Pending);
 }
 
+/// A write of the test below.
+type Trigger =
+    Box<dyn Fn(&mut rpa_store::WriteTx<'_>) -> Result<InsertJob, rpa_store::StoreError> + Send>;
+
 /// Triggers committed together (on PostgreSQL their rows wait for the end of the batch and go in
 /// one statement): each gets its own answer, a failed one leaves nothing, and a robot is only
 /// taken as known once a committed batch saw it, never from a write that was undone.
@@ -803,10 +807,7 @@ fn triggers_in_one_batch_each_get_their_own_outcome() {
         .unwrap();
     is_started.recv().unwrap();
     let (sender, results) = mpsc::channel();
-    let submit = |name: &'static str,
-                  op: Box<
-        dyn Fn(&mut rpa_store::WriteTx<'_>) -> Result<InsertJob, rpa_store::StoreError> + Send,
-    >| {
+    let submit = |name: &'static str, op: Trigger| {
         let sender = sender.clone();
         store
             .writer()
