@@ -8,16 +8,17 @@
 //! snapshot of its record, in this crate's own format.
 //!
 //! Operations do not insert events themselves: they hand them to the batch ([`WriteTx::emit`]),
-//! and the writer inserts all of a batch's events just before its commit, a few hundred rows per
-//! statement ([`flush`]). An operation that fails takes its events with it.
+//! and the writer inserts all of a batch's events just before its commit, with statements kept
+//! prepared: up to 256 rows per statement on SQLite, one statement per batch on PostgreSQL
+//! ([`flush`], `events/insert.rs`). An operation that fails takes its events with it.
 //!
 //! Ids increase in commit order, which is what lets a consumer resume after the last id it saw
 //! without missing anything. On SQLite the one writer commits in id order. On PostgreSQL several
 //! instances commit concurrently and an identity column alone would not do (a transaction that
 //! drew a smaller id can commit after one that drew a larger id, and a consumer in between would
 //! skip it for good), so [`flush`] first takes a transaction-level advisory lock that every
-//! event-writing transaction takes, and only then draws its ids; the lock is released by the
-//! commit. Id order is then lock order is commit order. What it costs: the last statements and
+//! event-writing transaction takes, and only then draws its ids (both in the one statement that
+//! inserts the batch's events); the lock is released by the commit. Id order is then lock order is commit order. What it costs: the last statements and
 //! the commit of batches from different instances happen one after the other.
 
 use chrono::{DateTime, Utc};
@@ -25,13 +26,15 @@ use diesel::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::connection::{DbConnection, per_backend};
+use crate::connection::DbConnection;
 use crate::credentials::{CredentialRecord, CredentialSnapshot};
 use crate::schema::{event_stream, events, jobs};
 use crate::time::{Micros, to_micros};
 use crate::{JobRecord, JobStatus, ReadConn, RobotRecord, ScheduleRecord, StoreError, WriteTx};
 
-/// Rows per insert statement (SQLite allows 32,766 bound values; an event has 11).
+mod insert;
+
+/// Job ids per read of the jobs that events are about.
 const CHUNK: usize = 500;
 
 /// The lock that orders event ids on PostgreSQL ("rpa_evnt").
@@ -148,25 +151,21 @@ pub(crate) struct JobChange<'a> {
     pub(crate) last_error: Option<&'a str>,
 }
 
-/// An event waiting in the batch for its insert.
+/// An event waiting in the batch for its insert: its row, column by column (the job's columns
+/// are `None` for an event about another subject).
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent {
     kind: EventType,
     subject: String,
     at: i64,
     reason: Option<String>,
-    job: Option<JobState>,
-    data: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-struct JobState {
-    id: i64,
-    from: Option<JobStatus>,
-    to: JobStatus,
-    attempts: i32,
+    job_id: Option<i64>,
+    from_status: Option<JobStatus>,
+    to_status: Option<JobStatus>,
+    attempts: Option<i32>,
     robot_address: Option<String>,
     last_error: Option<String>,
+    data: Option<String>,
 }
 
 impl WriteTx<'_> {
@@ -184,14 +183,12 @@ impl WriteTx<'_> {
             subject: format!("jobs/{}", change.id),
             at: to_micros(at),
             reason: Some(reason.to_owned()),
-            job: Some(JobState {
-                id: change.id,
-                from: change.from,
-                to: change.to,
-                attempts: change.attempts,
-                robot_address: change.robot_address.map(str::to_owned),
-                last_error: change.last_error.map(str::to_owned),
-            }),
+            job_id: Some(change.id),
+            from_status: change.from,
+            to_status: Some(change.to),
+            attempts: Some(change.attempts),
+            robot_address: change.robot_address.map(str::to_owned),
+            last_error: change.last_error.map(str::to_owned),
             data: None,
         });
     }
@@ -211,7 +208,12 @@ impl WriteTx<'_> {
             subject,
             at: to_micros(at),
             reason: reason.map(str::to_owned),
-            job: None,
+            job_id: None,
+            from_status: None,
+            to_status: None,
+            attempts: None,
+            robot_address: None,
+            last_error: None,
             data: Some(data),
         });
         Ok(())
@@ -236,77 +238,21 @@ pub(crate) fn flush(
     if buffer.is_empty() {
         return Ok(None);
     }
-    lock_ids(conn)?;
-    for chunk in buffer.chunks(CHUNK) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|event| {
-                let job = event.job.as_ref();
-                (
-                    events::kind.eq(event.kind.as_str()),
-                    events::subject.eq(&event.subject),
-                    events::at.eq(event.at),
-                    events::reason.eq(event.reason.as_deref()),
-                    events::job_id.eq(job.map(|job| job.id)),
-                    events::from_status.eq(job.and_then(|job| job.from)),
-                    events::to_status.eq(job.map(|job| job.to)),
-                    events::attempts.eq(job.map(|job| job.attempts)),
-                    events::robot_address.eq(job.and_then(|job| job.robot_address.as_deref())),
-                    events::last_error.eq(job.and_then(|job| job.last_error.as_deref())),
-                    events::data.eq(event.data.as_deref()),
-                )
-            })
-            .collect();
-        let insert = diesel::insert_into(events::table).values(rows);
-        per_backend!(&mut *conn, |c| insert.execute(c))?;
-    }
+    let last = match conn {
+        DbConnection::Sqlite(conn) => {
+            insert::sqlite(conn, buffer)?;
+            // Cheap: the end of the table's b-tree.
+            let last: Option<i64> = events::table
+                .select(diesel::dsl::max(events::id))
+                .first(conn)?;
+            last
+        }
+        // The lock, the rows and the announcement in one round trip (insert.rs).
+        #[cfg(feature = "postgres")]
+        DbConnection::Pg(conn) => Some(insert::pg(conn, buffer, EVENTS_LOCK, EVENTS_CHANNEL)?),
+    };
     buffer.clear();
-    let last: Option<i64> = events::table
-        .select(diesel::dsl::max(events::id))
-        .first(conn)?;
-    if let Some(last) = last {
-        announce(conn, last)?;
-    }
     Ok(last)
-}
-
-/// PostgreSQL: waits for the other instances' event-writing transactions to commit, so that
-/// this one's ids come after theirs (module doc). Nothing to wait for on SQLite.
-fn lock_ids(conn: &mut DbConnection) -> Result<(), StoreError> {
-    match conn {
-        DbConnection::Sqlite(_) => Ok(()),
-        #[cfg(feature = "postgres")]
-        DbConnection::Pg(conn) => {
-            diesel::select(pg::pg_advisory_xact_lock(EVENTS_LOCK)).execute(conn)?;
-            Ok(())
-        }
-    }
-}
-
-/// PostgreSQL: tells the other instances, when (and only if) this transaction commits, that
-/// events up to `last` exist, so their streams need not wait for their next look.
-fn announce(conn: &mut DbConnection, last: i64) -> Result<(), StoreError> {
-    match conn {
-        DbConnection::Sqlite(_) => {
-            let _ = last;
-            Ok(())
-        }
-        #[cfg(feature = "postgres")]
-        DbConnection::Pg(conn) => {
-            diesel::select(pg::pg_notify(EVENTS_CHANNEL, last.to_string())).execute(conn)?;
-            Ok(())
-        }
-    }
-}
-
-#[cfg(feature = "postgres")]
-mod pg {
-    diesel::define_sql_function! {
-        fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
-    }
-    diesel::define_sql_function! {
-        fn pg_notify(channel: diesel::sql_types::Text, payload: diesel::sql_types::Text);
-    }
 }
 
 /// An event as stored.

@@ -213,8 +213,8 @@ fn created_events(tx: &mut WriteTx<'_>, job: &NewJob, id: i64, failed: Option<&s
     }
 }
 
-/// The record of a job just inserted by [`insert_row`] or
-/// [`pg_insert::insert_pending`](crate::pg_insert::insert_pending).
+/// The record of a job just inserted by [`insert_row`], or deferred to the end of the batch on
+/// PostgreSQL (deferred.rs).
 fn new_record(job: &NewJob, id: i64, status: JobStatus, failed: Option<&str>) -> JobRecord {
     JobRecord {
         id,
@@ -279,14 +279,33 @@ impl WriteTx<'_> {
                 ))) => return Ok(InsertJob::UnknownRobot),
                 other => other?,
             },
+            // The row waits for the end of the batch, to be inserted with the batch's other
+            // triggered jobs in one statement (deferred.rs).
             #[cfg(feature = "postgres")]
-            DbConnection::Pg(conn) => match crate::pg_insert::insert_pending(conn, job)? {
-                Some(id) => {
-                    created_events(self, job, id, None);
-                    new_record(job, id, JobStatus::Pending, None)
+            // (Only jobs for one robot come here: a pool job took the arm above. Retries, the
+            // one kind with `retry_of`, do not come through `insert_job`.)
+            DbConnection::Pg(_) => {
+                let address = job.robot_address.as_deref().unwrap_or_default();
+                if !self.deferred.is_known(address) {
+                    if !robot_exists(self.conn, address)? {
+                        return Ok(InsertJob::UnknownRobot);
+                    }
+                    self.deferred.confirm(address);
                 }
-                None => return Ok(InsertJob::UnknownRobot),
-            },
+                let id = self.deferred_job_id()?;
+                self.deferred.rows.push(crate::deferred::DeferredJob {
+                    id,
+                    package: job.package.clone(),
+                    package_name: job.package_name.clone(),
+                    robot_address: address.to_owned(),
+                    robot_name: job.robot_name.clone(),
+                    run_at: to_micros(job.run_at),
+                    schedule_id: job.schedule_id,
+                    created_at: to_micros(job.created_at),
+                });
+                created_events(self, job, id, None);
+                new_record(job, id, JobStatus::Pending, None)
+            }
         };
         if let Some(key) = &job.idempotency {
             idempotency::remember(self.conn, key, Some(record.id), None, job.created_at)?;
@@ -350,6 +369,24 @@ impl WriteTx<'_> {
             idempotency::remember(self.conn, key, Some(record.id), None, now)?;
         }
         Ok(RetryJob::Created(record))
+    }
+
+    /// PostgreSQL: the next of the ids drawn for the batch's deferred jobs, drawing them when
+    /// none is left (deferred.rs).
+    #[cfg(feature = "postgres")]
+    fn deferred_job_id(&mut self) -> Result<i64, StoreError> {
+        if let Some(id) = self.deferred.next_id() {
+            return Ok(id);
+        }
+        let wanted = self.deferred.ids_wanted();
+        let drawn = match &mut *self.conn {
+            DbConnection::Pg(conn) => crate::pg_insert::draw_ids(conn, wanted)?,
+            DbConnection::Sqlite(_) => Vec::new(),
+        };
+        self.deferred.add_ids(drawn);
+        self.deferred
+            .next_id()
+            .ok_or_else(|| StoreError::Failed("no job id drawn".to_owned()))
     }
 }
 

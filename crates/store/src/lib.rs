@@ -3,6 +3,7 @@
 mod checkpoint;
 mod connection;
 mod credentials;
+mod deferred;
 mod error;
 mod events;
 mod idempotency;

@@ -25,7 +25,8 @@ pub struct PackageFile {
 }
 
 /// Records that the job just inserted is owed its file (nothing to do under a watermark).
-/// PostgreSQL's one-statement insert does the same in its statement (see pg_insert.rs).
+/// PostgreSQL's deferred insert of a batch's triggered jobs does the same in its statement
+/// (see pg_insert.rs).
 pub(crate) fn owe(conn: &mut DbConnection, job_id: i64) -> Result<(), StoreError> {
     if conn.shared() {
         diesel::insert_into(pending_package_files::table)

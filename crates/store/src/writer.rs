@@ -26,6 +26,7 @@ use diesel::Connection;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 
 use crate::connection::DbConnection;
+use crate::deferred::Deferred;
 use crate::events::NewEvent;
 use crate::{Location, StoreError, Unreachable};
 
@@ -37,6 +38,8 @@ pub struct WriteTx<'a> {
     pub(crate) instance: &'a str,
     /// The events of the batch so far, inserted just before its commit (events.rs).
     pub(crate) events: &'a mut Vec<NewEvent>,
+    /// PostgreSQL: the batch's jobs inserted together before its events (deferred.rs).
+    pub(crate) deferred: &'a mut Deferred,
 }
 
 /// A write waiting in a batch: run once (again, if the batch had to start over), then told how
@@ -332,16 +335,20 @@ where
 {
     let instance = tx.instance;
     let mark = tx.events.len();
+    let deferred_mark = tx.deferred.mark();
     let events = &mut *tx.events;
+    let deferred = &mut *tx.deferred;
     let outcome = tx.conn.transaction(|conn| {
         op(&mut WriteTx {
             conn,
             instance,
             events: &mut *events,
+            deferred: &mut *deferred,
         })
     });
     if outcome.is_err() {
         events.truncate(mark);
+        deferred.forget_after(deferred_mark);
     }
     outcome
 }
@@ -356,6 +363,7 @@ where
     use diesel::RunQueryDsl;
     statements::Savepoint.execute(tx.conn)?;
     let mark = tx.event_mark();
+    let deferred_mark = tx.deferred.mark();
     let outcome = op(tx).and_then(|value| {
         // On PostgreSQL, RELEASE fails when a statement of the operation failed and the
         // operation went on regardless (its transaction is aborted): then it failed too.
@@ -364,6 +372,7 @@ where
     });
     if outcome.is_err() {
         tx.forget_events_after(mark);
+        tx.deferred.forget_after(deferred_mark);
         statements::RollbackTo.execute(tx.conn)?;
         statements::Release.execute(tx.conn)?;
     }
@@ -433,6 +442,7 @@ fn run(
 ) {
     let mut batch: Vec<Operation> = Vec::with_capacity(max_batch);
     let mut events: Vec<NewEvent> = Vec::new();
+    let mut deferred = Deferred::default();
     let mut stopping = false;
     let mut broken = false;
     while !stopping {
@@ -476,6 +486,7 @@ fn run(
             instance,
             &mut batch,
             &mut events,
+            &mut deferred,
             stats,
             published,
         );
@@ -507,12 +518,14 @@ fn commit_batch(
     instance: &str,
     batch: &mut Vec<Operation>,
     events: &mut Vec<NewEvent>,
+    deferred: &mut Deferred,
     stats: &WriterStats,
     published: &Published,
 ) -> bool {
     let size = batch.len();
     let started = Instant::now();
     events.clear();
+    deferred.start(size);
     let outcome = (|| -> Result<Option<(i64, usize)>, StoreError> {
         begin(conn)?;
         let clean = batch.iter_mut().all(|op| {
@@ -521,6 +534,7 @@ fn commit_batch(
                     conn: &mut *conn,
                     instance,
                     events: &mut *events,
+                    deferred: &mut *deferred,
                 },
                 false,
             )
@@ -530,6 +544,7 @@ fn commit_batch(
             // apart from the others': start over, each write in a savepoint of its own.
             <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
             events.clear();
+            deferred.restart();
             begin(conn)?;
             for op in batch.iter_mut() {
                 op.attempt(
@@ -537,6 +552,7 @@ fn commit_batch(
                         conn: &mut *conn,
                         instance,
                         events: &mut *events,
+                        deferred: &mut *deferred,
                     },
                     true,
                 );
@@ -547,6 +563,11 @@ fn commit_batch(
                 <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
                 return Err(StoreError::Aborted);
             }
+        }
+        // PostgreSQL: the batch's triggered jobs, before the events that refer to them.
+        if let Err(error) = crate::deferred::flush(conn, deferred) {
+            <DbConnection as Connection>::TransactionManager::rollback_transaction(&mut *conn)?;
+            return Err(error);
         }
         // Last before the commit: on PostgreSQL it waits for other instances' event commits
         // (events.rs), so the shorter it is held, the better.
@@ -580,6 +601,9 @@ fn commit_batch(
     })();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(size, micros, outcome.is_ok());
+    if outcome.is_ok() {
+        deferred.committed();
+    }
     if let Ok(Some((last, count))) = &outcome {
         stats
             .events

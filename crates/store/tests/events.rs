@@ -457,3 +457,85 @@ fn a_reader_following_concurrent_writers_gets_every_event_once() {
         store.shutdown();
     }
 }
+
+/// A batch of more events than one insert statement takes on SQLite (chunks of 256, 128, ...,
+/// 1 rows), with a robot's events between the jobs': every event is stored with its state, and
+/// ids follow the order of the changes.
+#[test]
+fn a_large_batch_stores_every_event_in_the_order_of_its_changes() {
+    let store = open();
+    register(&store, "A", "c");
+    let before = store.read(|conn| conn.last_event_id()).unwrap();
+    let jobs = 701;
+    let ids: Vec<i64> = store
+        .writer()
+        .run(move |tx| {
+            let mut ids = Vec::new();
+            for index in 0..jobs {
+                if index == 300 {
+                    let robot = rpa_store::RobotRegistration {
+                        address: "B".to_owned(),
+                        name: "robot-B".to_owned(),
+                        user_id: None,
+                        protocol: 1,
+                        metadata: r#"{"robotAddress":"B"}"#.to_owned(),
+                        connection_id: "d".to_owned(),
+                        at: t0(),
+                    };
+                    tx.register_robot(&robot, &rpa_store::DeliveryPolicy::default())?;
+                }
+                match tx.insert_job(&new_job("A", t0() + secs(index)))? {
+                    InsertJob::Created(job) => ids.push(job.id),
+                    other => panic!("{other:?}"),
+                }
+            }
+            Ok(ids)
+        })
+        .unwrap();
+    let events: Vec<EventRecord> = all_events(&store)
+        .into_iter()
+        .filter(|event| event.id > before)
+        .collect();
+    // The registration writes two: robot.registered and robot.online.
+    assert_eq!(events.len(), ids.len() + 2);
+    assert!(events.windows(2).all(|pair| pair[0].id < pair[1].id));
+    assert_eq!(
+        store.writer().last_event_id(),
+        events.last().unwrap().id,
+        "the writer publishes the batch's last id"
+    );
+    let (robot, jobs): (Vec<_>, Vec<_>) = events
+        .iter()
+        .enumerate()
+        .partition(|(_, event)| event.subject == "robots/B");
+    // The robot's events sit where its change was made: after the 300th job's.
+    let at: Vec<(usize, &str)> = robot
+        .iter()
+        .map(|(index, event)| (*index, event.kind.as_str()))
+        .collect();
+    assert_eq!(at, [(300, "robot.registered"), (301, "robot.online")]);
+    match &robot[0].1.state {
+        SubjectState::Robot(record) => assert_eq!(record.address, "B"),
+        other => panic!("{other:?}"),
+    }
+    let subjects: Vec<String> = jobs
+        .iter()
+        .map(|(_, event)| event.subject.clone())
+        .collect();
+    let expected: Vec<String> = ids.iter().map(|id| format!("jobs/{id}")).collect();
+    assert_eq!(subjects, expected);
+    for ((_, event), index) in jobs.iter().zip(0..) {
+        assert_eq!(event.kind, "job.created");
+        assert_eq!(event.reason.as_deref(), Some("created by trigger"));
+        match &event.state {
+            SubjectState::Job(job) => {
+                assert_eq!(job.status, rpa_store::JobStatus::Pending);
+                assert_eq!(job.robot_address.as_deref(), Some("A"));
+                assert_eq!(job.attempts, 0);
+                assert_eq!(job.last_error, None);
+                assert_eq!(job.run_at, t0() + secs(index));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -776,3 +776,118 @@ fn many_due_jobs_are_decided_in_one_write_each_by_its_robot() {
     assert!(reasons[1].contains("offline"), "{reasons:?}");
     assert_eq!(job(&store, later).status, JobStatus::Pending);
 }
+
+/// A write of the test below.
+type Trigger =
+    Box<dyn Fn(&mut rpa_store::WriteTx<'_>) -> Result<InsertJob, rpa_store::StoreError> + Send>;
+
+/// Triggers committed together (on PostgreSQL their rows wait for the end of the batch and go in
+/// one statement): each gets its own answer, a failed one leaves nothing, and a robot is only
+/// taken as known once a committed batch saw it, never from a write that was undone.
+#[test]
+fn triggers_in_one_batch_each_get_their_own_outcome() {
+    use std::sync::{Arc, Mutex, mpsc};
+
+    let store = open();
+    register(&store, "A", "c");
+    // Hold the writer so that what follows is committed in one batch.
+    let (started, is_started) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    store
+        .writer()
+        .submit(
+            move |_tx| {
+                let _ = started.send(());
+                let _ = released.lock().unwrap().recv();
+                Ok(())
+            },
+            |_: Result<(), rpa_store::StoreError>| {},
+        )
+        .unwrap();
+    is_started.recv().unwrap();
+    let (sender, results) = mpsc::channel();
+    let submit = |name: &'static str, op: Trigger| {
+        let sender = sender.clone();
+        store
+            .writer()
+            .submit(op, move |result| sender.send((name, result)).unwrap())
+            .unwrap();
+    };
+    submit(
+        "kept",
+        Box::new(|tx| tx.insert_job(&new_job("A", t0() + secs(60)))),
+    );
+    submit(
+        "unknown",
+        Box::new(|tx| tx.insert_job(&new_job("NOPE", t0()))),
+    );
+    submit(
+        "undone",
+        Box::new(|tx| {
+            // A robot registered and triggered in a write that fails: both go.
+            let robot = rpa_store::RobotRegistration {
+                address: "C".to_owned(),
+                name: "robot-C".to_owned(),
+                user_id: None,
+                protocol: 1,
+                metadata: r#"{"robotAddress":"C"}"#.to_owned(),
+                connection_id: "d".to_owned(),
+                at: t0(),
+            };
+            tx.register_robot(&robot, &DeliveryPolicy::default())?;
+            tx.insert_job(&new_job("C", t0()))?;
+            Err(rpa_store::StoreError::Failed(
+                "refused after the insert".into(),
+            ))
+        }),
+    );
+    submit(
+        "also kept",
+        Box::new(|tx| tx.insert_job(&new_job("A", t0() + secs(120)))),
+    );
+    release.send(()).unwrap();
+    let mut outcomes: Vec<_> = (0..4).map(|_| results.recv().unwrap()).collect();
+    outcomes.sort_by_key(|(name, _)| *name);
+    let created = |outcome: &Result<InsertJob, rpa_store::StoreError>| match outcome {
+        Ok(InsertJob::Created(job)) => job.clone(),
+        other => panic!("{other:?}"),
+    };
+    let also_kept = created(&outcomes[0].1);
+    let kept = created(&outcomes[1].1);
+    assert!(outcomes[2].1.is_err(), "{:?}", outcomes[2]);
+    assert_eq!(outcomes[3].1.as_ref().unwrap(), &InsertJob::UnknownRobot);
+    for created in [&kept, &also_kept] {
+        assert_eq!(
+            &job(&store, created.id),
+            created,
+            "the answer is the stored row"
+        );
+        let events = store.read(|conn| conn.job_events(created.id)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "job.created");
+    }
+    let pending = store
+        .read(|conn| {
+            conn.jobs(&JobFilter {
+                limit: 100,
+                ..JobFilter::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    // The undone registration left no robot behind, and no belief that it exists.
+    assert_eq!(insert(&store, new_job("C", t0())), InsertJob::UnknownRobot);
+    // A robot a committed batch saw is still there in the next one.
+    let again = create_job(&store, "A", t0());
+    assert_eq!(job(&store, again.id), again);
+    let files = store
+        .read(|conn| conn.unwritten_package_files(100))
+        .unwrap();
+    for id in [kept.id, also_kept.id, again.id] {
+        assert!(
+            files.iter().any(|file| file.job_id == id),
+            "{id} owes its file"
+        );
+    }
+}
