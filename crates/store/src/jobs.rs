@@ -114,6 +114,8 @@ pub enum InsertJob {
 }
 
 /// The result of running a job again.
+// One answer per retry, moved once (as `InsertJob`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryJob {
     /// The new job, Pending and due now.
