@@ -27,8 +27,8 @@ use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use rpa_packages::{
-    MAX_NAME_CHARS, MAX_PACKAGE_JSON_BYTES, MAX_PATH_CHARS, MAX_ROBOT_FIELD_CHARS, Package,
-    is_safe_package_name, is_safe_path, validate_trigger,
+    MAX_NAME_CHARS, MAX_PACKAGE_JSON_BYTES, MAX_PATH_CHARS, MAX_POOL_CHARS, MAX_ROBOT_FIELD_CHARS,
+    Package, Target, is_safe_package_name, is_safe_path, is_valid_pool_name, validate_trigger,
 };
 use serde_json::{Value, json};
 use unicode_normalization::UnicodeNormalization;
@@ -56,10 +56,21 @@ fn check_document(doc: &Value) {
                 serde_json::to_string(package.object()).ok().as_deref(),
                 Some(package.as_json())
             );
-            for field in [&trigger.robot.robot_name, &trigger.robot.robot_address] {
-                assert!(!field.is_empty());
-                assert!(field.chars().count() <= MAX_ROBOT_FIELD_CHARS);
-                assert!(!field.chars().any(is_control_or_separator), "{field:?}");
+            let robot = &trigger.robot;
+            match &robot.target {
+                Target::Address(address) => {
+                    // Both fields are required for a single robot.
+                    for field in [&robot.robot_name, address] {
+                        assert!(!field.is_empty());
+                        check_robot_field(field);
+                    }
+                }
+                Target::Pool(pool) => {
+                    // The name is optional for a pool (then empty); the pool name is strict.
+                    check_robot_field(&robot.robot_name);
+                    assert!(is_valid_pool_name(pool), "{pool:?}");
+                    assert!(pool.len() <= MAX_POOL_CHARS);
+                }
             }
             let again = Package::from_object(package.object().clone());
             assert_eq!(again.as_ref(), Ok(package), "from_object disagrees");
@@ -71,6 +82,11 @@ fn check_document(doc: &Value) {
             }
         }
     }
+}
+
+fn check_robot_field(field: &str) {
+    assert!(field.chars().count() <= MAX_ROBOT_FIELD_CHARS);
+    assert!(!field.chars().any(is_control_or_separator), "{field:?}");
 }
 
 fn check_raw_string(text: &str) {
