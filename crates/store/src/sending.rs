@@ -793,13 +793,17 @@ impl WriteTx<'_> {
                             jobs::wake_at.eq(wake_at),
                             jobs::pool_waiting_since
                                 .eq(Some(job.pool_waiting_since.unwrap_or(now_micros))),
+                            // The row is locked (or the writer is alone): the value read is
+                            // still the stored one.
+                            jobs::overdue_at.eq(if overdue {
+                                Some(now_micros)
+                            } else {
+                                job.overdue_at
+                            }),
                             jobs::updated_at.eq(now_micros),
                         ))
                         .execute(self.conn)?;
                     if overdue {
-                        diesel::update(jobs::table.find(id))
-                            .set(jobs::overdue_at.eq(Some(now_micros)))
-                            .execute(self.conn)?;
                         events.push((
                             EventType::JobOverdue,
                             id,
