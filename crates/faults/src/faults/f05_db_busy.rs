@@ -89,6 +89,10 @@ async fn run_lock(
         }
         lock(ledger).triggers.push(record);
     }
+    // The lock is taken before the load starts: SQLite's busy handler polls, so a connection
+    // waiting for the lock beside a server committing without pause can starve for seconds and
+    // take it only after the jobs above fell due. The load then meets the lock from its start.
+    let (lock_from_us, holder) = hold_lock(&server.database(), hold).await?;
     let spec = LoadSpec::new(
         &format!("f5-{label}"),
         fleet.targets(),
@@ -96,8 +100,6 @@ async fn run_lock(
         (500, 3000),
     );
     let load = Load::start(server.addr(), spec, ledger, Arc::clone(&fleet.offset_us));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (lock_from_us, holder) = hold_lock(&server.database(), hold).await?;
     let lock_to_us = holder.await??;
     tokio::time::sleep(Duration::from_secs(1)).await;
     load.stop().await;
