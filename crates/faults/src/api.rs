@@ -17,15 +17,41 @@ use crate::clock::{now_us, rfc3339};
 pub struct Target {
     pub name: String,
     pub address: String,
+    /// Any free robot of this pool instead of `address`.
+    pub pool: Option<String>,
+}
+
+impl Target {
+    /// One robot, by name and address.
+    pub fn robot(name: &str, address: &str) -> Target {
+        Target {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            pool: None,
+        }
+    }
+
+    /// Any free robot of the pool, named `pool`.
+    pub fn pool(pool: &str) -> Target {
+        Target {
+            name: String::new(),
+            address: String::new(),
+            pool: Some(pool.to_owned()),
+        }
+    }
 }
 
 /// The trigger document for one job: the package names the trigger (`fault_key`, also its
 /// `package_name`, so its package file can be told apart) and carries its due moment.
 pub fn trigger_body(key: &str, robot: &Target, due_us: i64, padding: usize) -> Value {
-    let mut body = TriggerDoc::new(key, &format!("faults/{key}.std"))
+    let mut body = TriggerDoc::new(key, &format!("faults/{key}.std"));
+    body = match &robot.pool {
+        Some(pool) => body.pool(&robot.name, pool),
+        None => body.robot(&robot.name, &robot.address),
+    };
+    let mut body = body
         .package_field(KEY_FIELD, key)
         .package_field(DUE_FIELD, due_us)
-        .robot(&robot.name, &robot.address)
         .schedule(json!({"at": rfc3339(due_us)}));
     if padding > 0 {
         body = body.package_field("padding", "x".repeat(padding));
@@ -108,6 +134,20 @@ impl Api {
     pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let answer = self.client().post(path, body).await?;
         Ok((answer.status, answer.json()))
+    }
+
+    /// `PUT /api/robots/{address}/pools`: the robot's pools become `pools`.
+    pub async fn set_pools(&self, address: &str, pools: &[&str]) -> Result<()> {
+        let path = format!("/api/robots/{address}/pools");
+        let body = hyper::body::Bytes::from(json!({ "pools": pools }).to_string());
+        let answer = self
+            .client()
+            .request(hyper::Method::PUT, &path, Some(body), &[])
+            .await?;
+        if answer.status != 200 {
+            anyhow::bail!("PUT {path}: {} {}", answer.status, answer.json());
+        }
+        Ok(())
     }
 
     pub async fn delete(&self, path: &str) -> Result<(u16, Value)> {

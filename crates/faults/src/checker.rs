@@ -43,6 +43,7 @@ pub enum Answer {
 #[derive(Debug, Clone, Serialize)]
 pub struct Trigger {
     pub key: String,
+    /// The robot's address; empty for a pool trigger.
     pub robot: String,
     pub due_us: i64,
     pub sent_us: i64,
@@ -106,7 +107,9 @@ pub struct FaultMark {
 pub struct ServerJob {
     pub id: i64,
     pub status: String,
+    /// The robot's address; empty for a pool job not assigned to a robot (again) yet.
     pub robot: String,
+    pub pool: Option<String>,
     pub key: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
@@ -120,7 +123,11 @@ impl ServerJob {
         Some(ServerJob {
             id: view.get("id")?.as_i64()?,
             status: view.get("status")?.as_str()?.to_owned(),
-            robot: view.get("robot_address")?.as_str()?.to_owned(),
+            robot: match view.get("robot_address")? {
+                Value::Null => String::new(),
+                address => address.as_str()?.to_owned(),
+            },
+            pool: view.get("pool").and_then(Value::as_str).map(str::to_owned),
             key: view
                 .get("package")
                 .and_then(|p| p.get(KEY_FIELD))
@@ -465,7 +472,10 @@ fn fate(trigger: &Trigger, job_id: i64, context: &Context, received: bool) -> Fa
         "Executed" | "Succeeded" => Fate::SentNotReceived,
         "Pending" if received => Fate::Delivered,
         "Pending" if trigger.due_us > context.now_us - context.due_grace_us => Fate::PendingNotDue,
-        "Pending" if !context.online.contains(&job.robot) => Fate::PendingRobotOffline,
+        // A pool job waits for any robot of its pool, not for one.
+        "Pending" if job.pool.is_none() && !context.online.contains(&job.robot) => {
+            Fate::PendingRobotOffline
+        }
         "Pending" => Fate::Overdue,
         "Cancelled" => Fate::Cancelled,
         "Failed"

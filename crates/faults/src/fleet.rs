@@ -52,10 +52,7 @@ impl RobotSpec {
     }
 
     pub fn target(&self) -> Target {
-        Target {
-            name: self.name.clone(),
-            address: self.address.clone(),
-        }
+        Target::robot(&self.name, &self.address)
     }
 }
 

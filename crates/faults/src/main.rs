@@ -50,7 +50,8 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every fault, F1 to F10, with default options.
+    /// Every fault, F1 to F10, with default options (F1 twice: for robots by address, and for a
+    /// pool).
     All {
         /// F1's kill-and-restart cycles.
         #[arg(long, default_value_t = 10)]
@@ -79,10 +80,15 @@ fn defaults<T: Args>() -> Option<T> {
 fn all(f1_cycles: u32, long: bool) -> Option<Vec<Fault>> {
     let mut f1: faults::f01_kill::F1Args = defaults()?;
     f1.cycles = f1_cycles;
+    let f1_pool = faults::f01_kill::F1Args {
+        pool: true,
+        ..f1.clone()
+    };
     let mut f10: faults::f10_downtime::F10Args = defaults()?;
     f10.long = long;
     Some(vec![
         Fault::F1(f1),
+        Fault::F1(f1_pool),
         Fault::F2(defaults()?),
         Fault::F3(defaults()?),
         Fault::F4(defaults()?),

@@ -33,6 +33,7 @@ pub enum Fault {
 impl Fault {
     pub fn id(&self) -> &'static str {
         match self {
+            Fault::F1(args) if args.pool => "f1-pool",
             Fault::F1(_) => "f1",
             Fault::F2(_) => "f2",
             Fault::F3(_) => "f3",
@@ -48,6 +49,7 @@ impl Fault {
 
     pub fn title(&self) -> &'static str {
         match self {
+            Fault::F1(args) if args.pool => "kill -9 during a burst of pool triggers, then restart",
             Fault::F1(_) => "kill -9 during a trigger burst, then restart",
             Fault::F2(_) => "extended robot drops its connection before acknowledging",
             Fault::F3(_) => "field robot never reports",

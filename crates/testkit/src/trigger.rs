@@ -19,6 +19,8 @@ pub struct Trigger {
     package: Map<String, Value>,
     robot_name: String,
     robot_address: String,
+    /// Any free robot of this pool instead of `robot_address` (docs/POOLS.md).
+    pool: Option<String>,
     /// `None`: due when the document is made.
     schedule: Option<Value>,
 }
@@ -34,6 +36,7 @@ impl Trigger {
             package,
             robot_name: String::new(),
             robot_address: String::new(),
+            pool: None,
             schedule: None,
         }
     }
@@ -41,6 +44,14 @@ impl Trigger {
     pub fn robot(mut self, name: &str, address: &str) -> Trigger {
         name.clone_into(&mut self.robot_name);
         address.clone_into(&mut self.robot_address);
+        self
+    }
+
+    /// For any free robot of `pool`, with an optional robot name (empty: none).
+    pub fn pool(mut self, name: &str, pool: &str) -> Trigger {
+        name.clone_into(&mut self.robot_name);
+        self.robot_address.clear();
+        self.pool = Some(pool.to_owned());
         self
     }
 
@@ -66,11 +77,11 @@ impl Trigger {
             Some(schedule) => schedule.clone(),
             None => json!({"at": rfc3339_millis(Utc::now())}),
         };
-        json!({
-            "Package": self.package,
-            "Robot": {"robot_name": self.robot_name, "robot_address": self.robot_address},
-            "Schedule": schedule,
-        })
+        let robot = match &self.pool {
+            Some(pool) => json!({"robot_name": self.robot_name, "pool": pool}),
+            None => json!({"robot_name": self.robot_name, "robot_address": self.robot_address}),
+        };
+        json!({"Package": self.package, "Robot": robot, "Schedule": schedule})
     }
 
     /// The document encoded, as a request body.

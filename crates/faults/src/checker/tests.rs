@@ -22,6 +22,7 @@ fn job(id: i64, key: &str, status: &str) -> ServerJob {
         id,
         status: status.to_owned(),
         robot: ROBOT.to_owned(),
+        pool: None,
         key: Some(key.to_owned()),
         attempts: 1,
         last_error: None,
@@ -200,6 +201,36 @@ fn pending_jobs_are_sorted_by_why() {
     assert_eq!(verdict.count(Fate::Overdue), 1);
     assert_eq!(verdict.count(Fate::PendingRobotOffline), 1);
     assert_eq!(verdict.problems().len(), 1);
+}
+
+#[test]
+fn a_due_pool_job_nobody_was_assigned_is_overdue_whoever_is_offline() {
+    let mut waiting = job(1, "a", "Pending");
+    waiting.robot = String::new();
+    waiting.pool = Some("night".to_owned());
+    let ledger = Ledger {
+        triggers: vec![Trigger {
+            robot: String::new(),
+            ..accepted("a", 1, 10_000_000)
+        }],
+        ..Ledger::default()
+    };
+    let verdict = ledger.check(&context(vec![waiting]));
+    assert_eq!(verdict.count(Fate::Overdue), 1);
+    assert_eq!(verdict.lost(), 0);
+}
+
+#[test]
+fn a_pool_job_reads_as_unassigned_from_the_api() {
+    let view = serde_json::json!({
+        "id": 7, "status": "Pending", "robot_address": null, "pool": "night",
+        "package": {"fault_key": "k"}, "attempts": 0,
+    });
+    let job = ServerJob::from_view(&view).expect("a pool job is a job");
+    assert_eq!(
+        (job.robot.as_str(), job.pool.as_deref()),
+        ("", Some("night"))
+    );
 }
 
 #[test]

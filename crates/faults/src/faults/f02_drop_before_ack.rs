@@ -81,10 +81,7 @@ pub async fn run(env: &Env, args: &F2Args, report: &mut FaultReport) -> Result<(
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr());
     let proxy = Proxy::start(server.addr(), None).await?;
-    let robot = Target {
-        name: "FAULT-F2".to_owned(),
-        address: "02FA000000F2".to_owned(),
-    };
+    let robot = Target::robot("FAULT-F2", "02FA000000F2");
     let mut http = HttpClient::new(server.addr());
     // A generous wait for a resend: back-off and the acknowledgement timeout included.
     let resend_wait = Duration::from_secs_f64(ack_timeout * 1.5 + 2.0);

@@ -64,10 +64,7 @@ pub async fn run(env: &Env, args: &F3Args, report: &mut FaultReport) -> Result<(
     let spec = server::spec(&env.server_bin, dir.path()).flag("--ack-timeout", &args.ack_timeout);
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr());
-    let target = Target {
-        name: "FAULT-F3".to_owned(),
-        address: "02FA000000F3".to_owned(),
-    };
+    let target = Target::robot("FAULT-F3", "02FA000000F3");
     let mut config = RobotConfig::new(server.ws_url(), &target.name, &target.address);
     config.extended = false;
     let mut robot = Robot::connect(config).await?;

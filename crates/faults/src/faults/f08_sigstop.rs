@@ -104,10 +104,7 @@ pub async fn run(env: &Env, args: &F8Args, report: &mut FaultReport) -> Result<(
     let mut server = Server::start(spec).await?;
     let api = Api::new(server.addr());
     let ledger = SharedLedger::default();
-    let robot = Target {
-        name: "FAULT-F8".to_owned(),
-        address: "02FA000000F8".to_owned(),
-    };
+    let robot = Target::robot("FAULT-F8", "02FA000000F8");
     let transcript = dir.path().join("robot-stdout.log");
     let mut child = spawn_robot(env, &server.ws_url(), &robot, &ledger, transcript).await?;
     let Some(pid) = child.id() else {
