@@ -12,6 +12,7 @@ use crate::events::EventType;
 use crate::robots::{RobotRecord, load_robot};
 use crate::schema::{jobs, robot_pools, robots};
 use crate::time::to_micros;
+use crate::transitions::Current;
 use crate::{JobStatus, ReadConn, StoreError, WriteTx};
 
 /// Rows per statement (SQLite allows 32,766 bound values).
@@ -288,6 +289,53 @@ impl WriteTx<'_> {
                 .execute(self.conn)?;
         }
         Ok(ids)
+    }
+
+    /// A pool job leaves the queue by request (cancelled) while it holds a wake-up the others
+    /// count on: the moment a busy robot's timeout frees it, which was handed to this one job
+    /// only, or the robot it was assigned to and not yet sent to. The oldest other job waiting
+    /// in its pool takes that wake-up over, or is woken now for the freed robot, so that nobody
+    /// waits for the next report instead. Written to the row only: the scheduler reads due
+    /// rows again within its lookahead (2 s), so a cancel needs no message to it.
+    pub(crate) fn pass_on_pool_wakeup(
+        &mut self,
+        id: i64,
+        job: &Current,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(pool) = &job.pool else {
+            return Ok(());
+        };
+        if let Some(robot) = &job.robot_address {
+            // Assigned, not sent yet: its robot is free again.
+            self.wake_pools_of(robot, now, crate::sending::WAKE_LIMIT)?;
+            return Ok(());
+        }
+        let now_micros = to_micros(now);
+        let Some(at) = job
+            .wake_at
+            .filter(|at| job.pool_waiting_since.is_some() && *at > now_micros)
+        else {
+            return Ok(());
+        };
+        lock_pools(self.conn, true)?;
+        let next: Option<i64> = jobs::table
+            .filter(jobs::pool.eq(pool))
+            .filter(jobs::id.ne(id))
+            .filter(jobs::status.eq(JobStatus::Pending))
+            .filter(jobs::robot_address.is_null())
+            .filter(jobs::pool_waiting_since.is_not_null())
+            .filter(jobs::wake_at.is_null().or(jobs::wake_at.gt(at)))
+            .order((jobs::run_at.asc(), jobs::id.asc()))
+            .select(jobs::id)
+            .first(self.conn)
+            .optional()?;
+        if let Some(next) = next {
+            diesel::update(jobs::table.find(next))
+                .set(jobs::wake_at.eq(Some(at)))
+                .execute(self.conn)?;
+        }
+        Ok(())
     }
 }
 

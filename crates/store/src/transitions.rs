@@ -567,6 +567,7 @@ impl WriteTx<'_> {
         if job.status != JobStatus::Pending {
             return Ok(ChangeOutcome::Conflict(job.status));
         }
+        self.pass_on_pool_wakeup(id, &job, now)?;
         let after = self.set_status(id, JobStatus::Cancelled, Delivery::Idle, None, now)?;
         self.changed_job(
             EventType::JobCancelled,

@@ -172,6 +172,50 @@ fn a_report_wakes_the_oldest_waiting_jobs_of_the_robots_pools() {
 }
 
 #[test]
+fn a_cancelled_waiting_job_passes_its_busy_timeout_wake_up_to_the_next() {
+    let store = open();
+    register(&store, "A", "c-a");
+    join(&store, "A", &["p"]);
+    let own = common::create_job(&store, "A", t0()).id;
+    assert!(sent_to(&due(&store, &[own], t0())[0]).is_some());
+    // A is busy: the first waiting job holds A's timeout as its wake-up, the second none.
+    let first = pool_job(&store, "p", t0());
+    let second = pool_job(&store, "p", t0() + secs(1));
+    let outcomes = due(&store, &[first, second], t0() + secs(2));
+    assert_eq!(outcomes, [DueOutcome::Parked, DueOutcome::Parked]);
+    assert_eq!(job(&store, first).wake_at, Some(t0() + secs(900)));
+    assert_eq!(job(&store, second).wake_at, None);
+
+    let cancelled = store
+        .writer()
+        .run(move |tx| tx.cancel_job(first, t0() + secs(3)))
+        .unwrap();
+    assert!(matches!(cancelled, rpa_store::ChangeOutcome::Changed(_)));
+    assert_eq!(job(&store, second).wake_at, Some(t0() + secs(900)));
+    let outcome = due(&store, &[second], t0() + secs(900));
+    assert_eq!(sent_to(&outcome[0]).as_deref(), Some("A"));
+}
+
+#[test]
+fn a_cancelled_job_without_a_wake_up_leaves_the_others_as_they_were() {
+    let store = open();
+    register(&store, "A", "c-a");
+    join(&store, "A", &["p"]);
+    let own = common::create_job(&store, "A", t0()).id;
+    assert!(sent_to(&due(&store, &[own], t0())[0]).is_some());
+    let first = pool_job(&store, "p", t0());
+    let second = pool_job(&store, "p", t0() + secs(1));
+    let third = pool_job(&store, "p", t0() + secs(1));
+    due(&store, &[first, second, third], t0() + secs(2));
+    store
+        .writer()
+        .run(move |tx| tx.cancel_job(second, t0() + secs(3)))
+        .unwrap();
+    assert_eq!(job(&store, first).wake_at, Some(t0() + secs(900)));
+    assert_eq!(job(&store, third).wake_at, None);
+}
+
+#[test]
 fn a_declined_pool_job_goes_back_and_prefers_another_robot() {
     let store = open();
     register(&store, "A", "c-a");
